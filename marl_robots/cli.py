@@ -1,0 +1,177 @@
+"""The ``marl-robots`` command line.
+
+    marl-robots sim navigation --robots 16 --scenario antipodal --filter cbf --steps 2000 \
+        --seed 0 --out runs/demo
+    marl-robots bench navigation --out bench.json
+
+User errors (unknown names, bad numbers, a non-empty output folder) print one line and exit 2;
+no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from marl_robots.controllers.cbf import CLASS_K_NAMES
+from marl_robots.controllers.safety_filter import FILTER_MODES
+from marl_robots.core.registry import UnknownNameError
+
+FILTERS = ("cbf", "none")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the user's input; reported in one line with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
+def _choice(kind: str, value: str, known) -> str:
+    if value not in known:
+        raise UsageError(f"unknown {kind} {value!r}; known {kind}s: {', '.join(sorted(known))}")
+    return value
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} is not empty; pass --overwrite to replace its files")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="marl-robots", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="{sim,bench}")
+
+    sim = sub.add_parser("sim", help="run one simulated episode and write its files")
+    sim.add_argument("task", help="task name (navigation)")
+    sim.add_argument("--robots", type=_positive_int, default=16, help="number of robots")
+    sim.add_argument("--scenario", default="antipodal",
+                     help="antipodal | random | corridor | crossing")
+    sim.add_argument("--robot", default="unicycle", help="unicycle | single_integrator")
+    sim.add_argument("--filter", default="cbf", help="cbf | none")
+    sim.add_argument("--filter-mode", default="decentralised", help=" | ".join(FILTER_MODES))
+    sim.add_argument("--class-k", default="linear", help=" | ".join(CLASS_K_NAMES))
+    sim.add_argument("--gamma", type=_positive_float, default=None,
+                     help="class-K gain for every robot (default 10 /s)")
+    sim.add_argument("--safety-distance", type=_nonneg_float, default=None,
+                     help="minimum distance between robot centres [m] (default 0.13)")
+    sim.add_argument("--steps", type=_positive_int, default=2000, help="control periods")
+    sim.add_argument("--seed", type=int, default=0, help="random seed")
+    sim.add_argument("--out", type=Path, default=None, help="output folder")
+    sim.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
+    sim.add_argument("--no-animation", action="store_true", help="skip the GIF (faster)")
+    sim.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    bench = sub.add_parser("bench", help="measure simulation throughput against a NumPy loop")
+    bench.add_argument("task", help="task name (navigation)")
+    bench.add_argument("--robots", type=_positive_int, default=16)
+    bench.add_argument("--envs", default="1,64,1024", help="comma-separated environment counts")
+    bench.add_argument("--steps", type=_positive_int, default=100, help="steps per timed call")
+    bench.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    return p
+
+
+def _cmd_sim(args) -> int:
+    from marl_robots.sim.run import RunSpec, run_navigation  # noqa: PLC0415 - imports JAX
+    from marl_robots.sim.scenarios import SCENARIOS  # noqa: PLC0415
+    from marl_robots.sim.robots import ROBOTS  # noqa: PLC0415
+    from marl_robots.sim.tasks import TASKS  # noqa: PLC0415
+
+    _choice("task", args.task, TASKS.names())
+    _choice("scenario", args.scenario, SCENARIOS.names())
+    _choice("robot", args.robot, ROBOTS.names())
+    _choice("filter", args.filter, FILTERS)
+    _choice("filter mode", args.filter_mode, FILTER_MODES)
+    _choice("class-K function", args.class_k, CLASS_K_NAMES)
+    if args.out is not None:
+        _prepare_out(args.out, args.overwrite)
+    spec = RunSpec(robots=args.robots, scenario=args.scenario, robot=args.robot,
+                   filter=args.filter, filter_mode=args.filter_mode, class_k=args.class_k,
+                   steps=args.steps, seed=args.seed)
+    if args.gamma is not None:
+        spec = _replace(spec, gamma=args.gamma)
+    if args.safety_distance is not None:
+        spec = _replace(spec, safety_distance_m=args.safety_distance)
+    try:
+        metrics = run_navigation(spec, args.out, animation=not args.no_animation,
+                                 quiet=args.quiet)
+    except ValueError as err:  # a layout that cannot hold this many robots, for example
+        raise UsageError(str(err)) from None
+    keys = ("robots", "steps", "collisions", "min_separation_m", "success_rate",
+            "mean_time_to_goal_s", "filter_interventions", "qp_infeasible", "env_steps_per_s")
+    print(f"navigation/{spec.scenario}: {spec.robots} {spec.robot} robots, filter={spec.filter}")
+    for k in keys:
+        v = metrics[k]
+        print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
+    if args.out is not None:
+        print(f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
+              + ("" if args.no_animation else ", rollout.gif"))
+    return 0
+
+
+def _replace(spec, **changes):
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(spec, **changes)
+
+
+def _cmd_bench(args) -> int:
+    from marl_robots.sim.bench import main_bench  # noqa: PLC0415
+    from marl_robots.sim.tasks import TASKS  # noqa: PLC0415
+
+    _choice("task", args.task, TASKS.names())
+    try:
+        envs = tuple(int(e) for e in args.envs.split(","))
+    except ValueError:
+        raise UsageError(f"--envs expects comma-separated integers, got {args.envs!r}") from None
+    if not envs or min(envs) <= 0:
+        raise UsageError(f"--envs must all be positive, got {args.envs!r}")
+    return main_bench(args.out, args.robots, envs, args.steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``marl-robots`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "sim":
+            return _cmd_sim(args)
+        return _cmd_bench(args)
+    except (UsageError, UnknownNameError) as err:
+        print(f"marl-robots: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("marl-robots: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,1 @@
+"""Nominal controllers, control-barrier-function rows, the QP safety filter and fallbacks."""

@@ -1,0 +1,146 @@
+"""Control-barrier-function rows for ground robots: robot-robot, obstacles, arena walls.
+
+Every barrier ``h(p) >= 0`` on a point ``p`` with velocity command ``u`` (single integrator,
+or the look-ahead point of a unicycle) becomes one linear row ``a . u <= b`` of the condition
+``dh/dt >= -alpha(h)``:
+
+* robot-robot ``h = |p_i - p_j|^2 - d^2`` -> ``-2 (p_i - p_j) . u_i <= share * alpha(h)``
+  (decentralised: each robot takes half, ``share = 1/2``; the pair's sum gives the full condition),
+* obstacle (centre c, radius r) ``h = |p - c|^2 - (r + margin)^2`` -> ``-2 (p - c) . u <= alpha(h)``,
+* wall ``h = x_max - margin - x`` -> ``u_x <= alpha(h)`` (and the three others).
+
+``alpha`` is a class-K function, linear ``gamma h`` or cubic ``gamma h^3``, with one gain per
+robot.  With sample period ``dt > 0`` it is clipped to ``h / dt`` for ``h > 0``: then a constant
+command held for ``dt`` keeps ``h >= 0`` *exactly* in discrete time, because each barrier is a
+convex function of position (quadratic or linear), so ``h(p + u dt) >= h(p) + dt * dh/dt``.
+All functions take an ``xp`` array namespace (NumPy or ``jax.numpy``) and broadcast over
+leading batch axes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+ClassK = Literal["linear", "cubic"]
+CLASS_K_NAMES: tuple[str, ...] = ("linear", "cubic")
+#: Right-hand side used for absent (masked) rows: never active.
+INACTIVE_B = 1e6
+
+
+def class_k(h, gamma, kind: ClassK, dt, xp=np):
+    """Evaluate the class-K function ``alpha(h)`` with the discrete-time clip.
+
+    Args:
+        h: barrier values [...] (units of h).
+        gamma: gains broadcastable to h.
+        kind: ``"linear"`` (``gamma h``) or ``"cubic"`` (``gamma h^3``).
+        dt: sample period [s]; ``0`` disables the ``h / dt`` clip.
+        xp: array namespace.
+    """
+    if kind == "linear":
+        alpha = gamma * h
+    elif kind == "cubic":
+        alpha = gamma * h * h * h
+    else:
+        raise ValueError(f"unknown class-K function {kind!r}; known: {', '.join(CLASS_K_NAMES)}")
+    if dt > 0:
+        alpha = xp.where(h > 0, xp.minimum(alpha, h / dt), alpha)
+    return alpha
+
+
+class Rows(NamedTuple):
+    """Constraint rows ``A u <= b`` with their barrier values.
+
+    Attributes:
+        A: [..., m, 2] normals; zero rows are absent.
+        b: [..., m] right-hand sides (``INACTIVE_B`` where absent).
+        h: [..., m] barrier values (``inf`` where absent).
+    """
+
+    A: object
+    b: object
+    h: object
+
+
+def _rows(grad_coeff, h, alpha, present, xp):
+    """Row ``-grad_coeff . u <= alpha`` with absent rows neutralised."""
+    A = xp.where(present[..., None], -grad_coeff, 0.0)
+    b = xp.where(present, alpha, INACTIVE_B)
+    return Rows(A, b, xp.where(present, h, xp.inf))
+
+
+def robot_rows(p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np) -> Rows:
+    """Robot-robot rows for each robot against its padded neighbour list.
+
+    Args:
+        p: [..., 2] own positions [m].
+        nbr: [..., k, 2] neighbour positions [m].
+        nbr_mask: [..., k] True for real neighbours.
+        distance: safety distance d between centres [m].
+        gamma: [...] per-robot class-K gain.
+        kind, dt: class-K function and sample period, see ``class_k``.
+        share: fraction of the pairwise condition this robot enforces (1/2 decentralised).
+    """
+    diff = p[..., None, :] - nbr  # [..., k, 2]
+    h = xp.sum(diff * diff, axis=-1) - distance * distance
+    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    return _rows(2.0 * diff, h, share * alpha, nbr_mask, xp)
+
+
+def obstacle_rows(p, obstacles, obstacle_mask, margin, gamma, kind, dt, xp=np) -> Rows:
+    """Circular-obstacle rows.
+
+    Args:
+        p: [..., 2] positions [m].
+        obstacles: [..., O, 3] (centre x, centre y, radius) [m].
+        obstacle_mask: [..., O] True for real obstacles.
+        margin: clearance added to each radius (robot radius plus look-ahead) [m].
+        gamma: [...] per-robot gain.
+    """
+    diff = p[..., None, :] - obstacles[..., :2]
+    reach = obstacles[..., 2] + margin
+    h = xp.sum(diff * diff, axis=-1) - reach * reach
+    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    present = xp.broadcast_to(obstacle_mask, h.shape)
+    return _rows(2.0 * diff, h, alpha, present, xp)
+
+
+def wall_rows(p, arena, margin, gamma, kind, dt, xp=np) -> Rows:
+    """Arena-wall rows for a rectangle ``arena = (x_min, x_max, y_min, y_max)`` [m].
+
+    Rows in order: x_max, x_min, y_max, y_min.
+    """
+    x, y = p[..., 0], p[..., 1]
+    h = xp.stack(
+        [
+            arena[..., 1] - margin - x,
+            x - arena[..., 0] - margin,
+            arena[..., 3] - margin - y,
+            y - arena[..., 2] - margin,
+        ],
+        axis=-1,
+    )
+    grad = xp.asarray([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], dtype=p.dtype)
+    grad = xp.broadcast_to(grad, h.shape + (2,))
+    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    return _rows(grad, h, alpha, xp.ones(h.shape, dtype=bool), xp)
+
+
+def box_rows(yaw, half_width, xp=np) -> Rows:
+    """Actuator-limit rows: ``|R(yaw)^T u| <= half_width`` componentwise (a rotated box).
+
+    For a single integrator ``yaw = 0`` and ``half_width = (v_max, v_max)``; for a unicycle's
+    look-ahead point ``half_width = (v_max, lookahead * omega_max)`` in the body frame.
+
+    Args:
+        yaw: [...] body yaw [rad].
+        half_width: [..., 2] limits along body x and body y [m/s].
+    """
+    c, s = xp.cos(yaw), xp.sin(yaw)
+    ex = xp.stack([c, s], axis=-1)
+    ey = xp.stack([-s, c], axis=-1)
+    A = xp.stack([ex, -ex, ey, -ey], axis=-2)
+    b = xp.stack([half_width[..., 0], half_width[..., 0], half_width[..., 1], half_width[..., 1]], -1)
+    return Rows(A, b, xp.full(b.shape, xp.inf))

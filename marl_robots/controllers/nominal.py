@@ -1,0 +1,68 @@
+"""Nominal (performance) controllers: saturated go-to-goal and the unicycle point mapping.
+
+The go-to-goal command for a control point ``p`` with goal ``g`` is
+``sat(k (g - p), v_max) + bias``, where the optional *right-hand bias* is a velocity of
+``bias * v_max`` perpendicular to the goal direction (to the right, clockwise seen from above),
+faded in near other robots or obstacles and out near the goal.  Symmetric swaps (antipodal) otherwise
+deadlock under a CBF filter: the bias turns a head-on standoff into a roundabout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def go_to_goal(points, goal, gain, v_max, bias=0.0, clearance=None, bias_radius=0.3, xp=np):
+    """Saturated proportional go-to-goal velocity with an optional right-hand bias.
+
+    Args:
+        points: [..., 2] control-point positions [m].
+        goal: [..., 2] goals [m].
+        gain: proportional gain [1/s].
+        v_max: speed cap [m/s].
+        bias: right-hand bias as a fraction of ``v_max`` (0 disables).
+        clearance: [...] distance to the nearest constraint boundary (another robot's safety
+            disc or an obstacle) [m]; needed when ``bias > 0``.
+        bias_radius: the bias fades in linearly as ``clearance`` drops below this [m].
+        xp: array namespace.
+
+    Returns:
+        [..., 2] commanded velocity [m/s], |u| <= v_max.
+    """
+    err = goal - points
+    dist = xp.sqrt(xp.sum(err * err, axis=-1))
+    u = gain * err
+    speed = xp.sqrt(xp.sum(u * u, axis=-1))
+    u = u * xp.where(speed > v_max, v_max / xp.maximum(speed, 1e-12), 1.0)[..., None]
+    if bias:
+        direction = err / xp.maximum(dist, 1e-9)[..., None]
+        right = xp.stack([direction[..., 1], -direction[..., 0]], axis=-1)
+        near = xp.clip(1.0 - clearance / bias_radius, 0.0, 1.0)
+        fade = xp.clip(dist / 0.3, 0.0, 1.0)
+        u = u + (bias * v_max * near * fade)[..., None] * right
+        speed = xp.sqrt(xp.sum(u * u, axis=-1))
+        u = u * xp.where(speed > v_max, v_max / xp.maximum(speed, 1e-12), 1.0)[..., None]
+    return u
+
+
+def lookahead_point(pos, yaw, lookahead, xp=np):
+    """Point ``lookahead`` [m] ahead of the axle centre along the heading: [..., 2] [m]."""
+    return pos + lookahead * xp.stack([xp.cos(yaw), xp.sin(yaw)], axis=-1)
+
+
+def point_to_unicycle(u, yaw, lookahead, xp=np):
+    """Map a look-ahead-point velocity [..., 2] [m/s] to unicycle (v [m/s], omega [rad/s]).
+
+    The look-ahead point moves with ``R(yaw) (v, lookahead * omega)``, so this inverse is exact.
+    """
+    c, s = xp.cos(yaw), xp.sin(yaw)
+    v = c * u[..., 0] + s * u[..., 1]
+    omega = (-s * u[..., 0] + c * u[..., 1]) / lookahead
+    return xp.stack([v, omega], axis=-1)
+
+
+def unicycle_to_point(cmd, yaw, lookahead, xp=np):
+    """Inverse of ``point_to_unicycle``: (v, omega) [..., 2] -> look-ahead velocity [m/s]."""
+    c, s = xp.cos(yaw), xp.sin(yaw)
+    v, w_l = cmd[..., 0], lookahead * cmd[..., 1]
+    return xp.stack([c * v - s * w_l, s * v + c * w_l], axis=-1)

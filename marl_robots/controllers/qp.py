@@ -1,0 +1,174 @@
+"""Small quadratic-program solvers shared by the safety filters (NumPy or JAX arrays).
+
+Every function takes an ``xp`` array namespace (``numpy`` or ``jax.numpy``) so that the same
+math runs batched under ``jit``/``vmap`` in training and on one robot's CPU onboard, and so that
+the NumPy benchmark baseline does exactly the same work.
+
+* ``project_2d`` solves ``min ||u - u0||^2  s.t.  A u <= b`` for u in R^2 *exactly*: the
+  optimum is u0, the projection of u0 on one constraint line, or the intersection of two lines
+  (at most two constraints are active in the plane), so it enumerates those candidates, keeps the
+  feasible ones and takes the closest.  No iterations, no tolerances to tune, no divergence.
+* ``solve_qp_dense`` is a fixed-iteration primal-dual interior-point method (Mehrotra
+  predictor-corrector) for ``min 1/2 x'Px + q'x  s.t.  G x <= h`` of any small dimension; the
+  centralised filter and the minimal-violation relaxation use it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+#: Constraint-violation tolerance of a candidate, relative to the row's scale [same units as u].
+FEAS_TOL = 1e-5
+#: Rows whose normal is shorter than this are treated as absent.
+ROW_EPS = 1e-12
+
+
+@lru_cache(maxsize=64)
+def _pairs(m: int) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(m, k=1)
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+class Projection(NamedTuple):
+    """Result of ``project_2d``: the solution [..., 2] and whether the QP was feasible [...]."""
+
+    u: object
+    feasible: object
+
+
+def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Projection:
+    """Project ``u0`` onto the polygon ``{u : A u <= b}`` exactly.
+
+    Args:
+        A: [..., m, 2] constraint normals (rows of zeros are ignored).
+        b: [..., m] right-hand sides.
+        u0: [..., 2] point to project.
+        xp: ``numpy`` or ``jax.numpy``.
+        feas_tol: allowed violation of a row, in units of u (the row is normalised).
+
+    Returns:
+        ``Projection(u, feasible)``; where infeasible, ``u`` is ``u0`` and ``feasible`` False.
+    """
+    m = A.shape[-2]
+    norm2 = xp.sum(A * A, axis=-1)  # [..., m]
+    present = norm2 > ROW_EPS
+    safe_norm2 = xp.where(present, norm2, 1.0)
+    viol0 = xp.sum(A * u0[..., None, :], axis=-1) - b  # [..., m]
+    # Candidates on one line: u0 moved along the row normal onto the line.
+    proj = u0[..., None, :] - (viol0 / safe_norm2)[..., None] * A  # [..., m, 2]
+    # Candidates at the intersection of two lines (Cramer's rule).
+    pi, pj = _pairs(m)
+    ai, aj = A[..., pi, :], A[..., pj, :]
+    bi, bj = b[..., pi], b[..., pj]
+    det = ai[..., 0] * aj[..., 1] - ai[..., 1] * aj[..., 0]
+    scale = xp.sqrt(norm2[..., pi] * norm2[..., pj])
+    good_det = xp.abs(det) > 1e-7 * scale + ROW_EPS
+    safe_det = xp.where(good_det, det, 1.0)
+    vx = (bi * aj[..., 1] - bj * ai[..., 1]) / safe_det
+    vy = (ai[..., 0] * bj - aj[..., 0] * bi) / safe_det
+    vert = xp.stack([vx, vy], axis=-1)  # [..., P, 2]
+    cand = xp.concatenate([u0[..., None, :], proj, vert], axis=-2)  # [..., C, 2]
+    cand_ok = xp.concatenate(
+        [xp.ones_like(present[..., :1]), present, good_det & present[..., pi] & present[..., pj]],
+        axis=-1,
+    )
+    # Normalised violation of every row by every candidate.
+    inv_norm = xp.where(present, 1.0 / xp.sqrt(safe_norm2), 0.0)
+    resid = (xp.einsum("...cd,...md->...cm", cand, A) - b[..., None, :]) * inv_norm[..., None, :]
+    resid = xp.where(present[..., None, :], resid, -1.0)
+    feasible_c = cand_ok & xp.all(resid <= feas_tol, axis=-1) & xp.all(xp.isfinite(cand), axis=-1)
+    cost = xp.sum((cand - u0[..., None, :]) ** 2, axis=-1)
+    cost = xp.where(feasible_c, cost, xp.inf)
+    best = xp.argmin(cost, axis=-1)
+    u = xp.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]
+    feasible = xp.any(feasible_c, axis=-1)
+    u = xp.where(feasible[..., None], u, u0)
+    return Projection(u, feasible)
+
+
+class QPResult(NamedTuple):
+    """Result of ``solve_qp_dense``: solution x, dual z, and the final residual norms."""
+
+    x: object
+    z: object
+    primal_residual: object
+    dual_residual: object
+    gap: object
+
+
+def solve_qp_dense(P, q, G, h, xp=np, iters: int = 30) -> QPResult:
+    """Solve ``min 1/2 x'Px + q'x  s.t.  G x <= h`` by a fixed-iteration interior-point method.
+
+    Mehrotra predictor-corrector on the slack form ``G x + s = h, s >= 0, z >= 0``.  A fixed
+    iteration count keeps it jit-able; the returned residuals say how well it converged (callers
+    decide whether that is good enough).  Rows of zeros with large ``h`` are harmless padding.
+
+    Args:
+        P: [n, n] positive definite cost matrix.
+        q: [n] linear cost.
+        G: [m, n] inequality rows.
+        h: [m] right-hand sides.
+        xp: ``numpy`` or ``jax.numpy``.
+        iters: number of Newton iterations.
+
+    Returns:
+        ``QPResult`` with x [n], z [m] and scalar residuals.
+    """
+    n = P.shape[-1]
+    m = G.shape[-2]
+    x = xp.zeros(n, dtype=P.dtype)
+    s = xp.maximum(h - G @ x, 1.0)
+    z = xp.ones(m, dtype=P.dtype)
+
+    def max_step(v, dv):
+        ratio = xp.where(dv < 0, -v / xp.where(dv < 0, dv, -1.0), xp.inf)
+        return xp.minimum(1.0, 0.99 * xp.min(ratio))
+
+    def newton(x, s, z, rc):
+        rd = P @ x + q + G.T @ z
+        rp = G @ x + s - h
+        w = z / s
+        K = P + (G.T * w) @ G
+        rhs = -rd - G.T @ ((z * rp - rc) / s)
+        dx = xp.linalg.solve(K, rhs)
+        ds = -rp - G @ dx
+        dz = -(rc + z * ds) / s
+        return dx, ds, dz
+
+    info = np.finfo(np.dtype(str(P.dtype)))
+    # Stop moving once the duality measure is at the precision floor: further float32 steps
+    # drive slacks to zero and overflow z / s.
+    mu_floor = float(info.eps) ** 1.3
+    floor = float(info.tiny) ** 0.5
+
+    def iteration(_, carry):
+        x, s, z = carry
+        mu = xp.sum(s * z) / m
+        active = mu > mu_floor
+        dx_a, ds_a, dz_a = newton(x, s, z, s * z)
+        alpha_a = xp.minimum(max_step(s, ds_a), max_step(z, dz_a))
+        mu_a = xp.sum((s + alpha_a * ds_a) * (z + alpha_a * dz_a)) / m
+        sigma = (mu_a / xp.maximum(mu, 1e-30)) ** 3
+        dx, ds, dz = newton(x, s, z, s * z + ds_a * dz_a - sigma * mu)
+        alpha = xp.minimum(max_step(s, ds), max_step(z, dz))
+        alpha = xp.where(active & xp.all(xp.isfinite(dx)), alpha, 0.0)
+        dx = xp.where(xp.isfinite(dx), dx, 0.0)
+        ds = xp.where(xp.isfinite(ds), ds, 0.0)
+        dz = xp.where(xp.isfinite(dz), dz, 0.0)
+        x, s, z = x + alpha * dx, s + alpha * ds, z + alpha * dz
+        return x, xp.maximum(s, floor), xp.maximum(z, floor)
+
+    if getattr(xp, "__name__", "").startswith("jax"):
+        import jax  # noqa: PLC0415 - only on the JAX path
+
+        x, s, z = jax.lax.fori_loop(0, iters, iteration, (x, s, z))
+    else:
+        for i in range(iters):
+            x, s, z = iteration(i, (x, s, z))
+    primal = xp.max(xp.maximum(G @ x - h, 0.0))
+    dual = xp.max(xp.abs(P @ x + q + G.T @ z))
+    gap = xp.sum(s * z) / m
+    return QPResult(x, z, primal, dual, gap)

@@ -1,0 +1,1 @@
+"""ROS-free shared vocabulary: registry, strict config, neighbour graph, paths, math."""

@@ -1,0 +1,235 @@
+"""Fleets: which robots exist, their ids, namespaces, initial poses and goals (ROS-free).
+
+A fleet comes either from a fleet file under ``hardware/`` (usable by the simulator now and by
+hardware drivers later) or from a simulated scenario (``robots`` count + ``scenario`` name).
+Fleet file format (strict: unknown keys are errors)::
+
+    fleet:
+      frame_id: world              # REP-105 fixed frame of poses and goals
+      arena_m: [3.2, 2.0]          # arena size (x, y) [m], centred on the origin
+      obstacles: [[0.0, 0.0, 0.1]] # optional circular obstacles (x, y, radius) [m]
+      robots:
+        - {name: robot_0, id: 0, initial_pose: [x, y, yaw], goal: [x, y]}
+
+``initial_pose`` is the pose of ``<name>/base_link`` (axle centre) [m, m, rad]; ``goal`` is the
+goal of the robot's *control point* (the look-ahead point of a unicycle) [m], as in the
+navigation task.  ``name`` is the robot's ROS namespace.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from marl_robots.core.config import ConfigError, load_config
+from marl_robots.core.paths import content_path
+
+#: ROS 2 name token: letters, digits and underscores, not starting with a digit.
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Fleet-file section that holds the fleet.
+FLEET_SECTION = "fleet"
+
+
+@dataclass(frozen=True)
+class RobotEntry:
+    """One robot of a fleet.
+
+    Attributes:
+        name: ROS namespace of the robot (one token, e.g. ``robot_3``).
+        id: unique non-negative integer id.
+        initial_pose: (x [m], y [m], yaw [rad]) of ``base_link`` in the fleet frame.
+        goal: (x, y) goal of the control point [m].
+    """
+
+    name: str
+    id: int
+    initial_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    goal: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A fleet and its surroundings.
+
+    Attributes:
+        robots: the robots, in fleet order.
+        frame_id: fixed frame of poses, goals and odometry (``world`` or ``odom``).
+        arena_m: arena size (x, y) [m], centred on the origin.
+        obstacles: circular obstacles (x, y, radius) [m].
+    """
+
+    robots: tuple[RobotEntry, ...]
+    frame_id: str = "world"
+    arena_m: tuple[float, float] = (3.2, 2.0)
+    obstacles: tuple[tuple[float, float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.robots:
+            raise ValueError("a fleet needs at least one robot")
+        names = [r.name for r in self.robots]
+        ids = [r.id for r in self.robots]
+        for r in self.robots:
+            if not _NAME_RE.match(r.name):
+                raise ValueError(f"robot name {r.name!r} is not a valid ROS name token")
+            if r.id < 0:
+                raise ValueError(f"robot {r.name!r} has negative id {r.id}")
+        if len(set(names)) != len(names) or len(set(ids)) != len(ids):
+            raise ValueError(f"robot names and ids must be unique, got {names} / {ids}")
+        if min(self.arena_m) <= 0:
+            raise ValueError(f"arena_m must be positive, got {self.arena_m}")
+        if not _NAME_RE.match(self.frame_id):
+            raise ValueError(f"frame_id {self.frame_id!r} is not a valid frame name")
+
+    @property
+    def ids(self) -> list[int]:
+        """Robot ids in fleet order."""
+        return [r.id for r in self.robots]
+
+    @property
+    def names(self) -> list[str]:
+        """Robot namespaces in fleet order."""
+        return [r.name for r in self.robots]
+
+    @property
+    def arena_bounds(self) -> tuple[float, float, float, float]:
+        """(x_min, x_max, y_min, y_max) [m]."""
+        w, h = self.arena_m
+        return (-0.5 * w, 0.5 * w, -0.5 * h, 0.5 * h)
+
+    def index_of(self, robot_id: int) -> int:
+        """Position of ``robot_id`` in the fleet.
+
+        Raises:
+            KeyError: naming the unknown id and the known ones.
+        """
+        for i, r in enumerate(self.robots):
+            if r.id == robot_id:
+                return i
+        raise KeyError(f"unknown robot id {robot_id}; fleet ids: {self.ids}")
+
+
+def resolve_fleet_path(fleet_file: str | Path) -> Path:
+    """Find a fleet file: an existing path as given, else ``hardware/<fleet_file>`` content.
+
+    Raises:
+        FileNotFoundError: naming every place that was searched.
+    """
+    path = Path(fleet_file).expanduser()
+    if path.is_file():
+        return path
+    try:
+        return content_path("hardware", str(fleet_file))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"fleet file {str(fleet_file)!r} not found ({err})") from err
+
+
+def load_fleet(fleet_file: str | Path) -> Fleet:
+    """Load and validate a fleet file.
+
+    Args:
+        fleet_file: path, or a file name under the package's ``hardware/`` folder.
+
+    Returns:
+        The ``Fleet``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: the file does not match the format (the message names the key).
+    """
+    return load_config(Fleet, resolve_fleet_path(fleet_file), section=FLEET_SECTION)
+
+
+def default_name(robot_id: int) -> str:
+    """Namespace of robot ``robot_id`` when no fleet file names it."""
+    return f"robot_{robot_id}"
+
+
+def fleet_from_scenario(robots: int, scenario: str = "antipodal", seed: int = 0) -> Fleet:
+    """Fleet of ``robots`` unicycles laid out by a navigation scenario.
+
+    Imports JAX (the scenarios are JAX functions); the result is plain Python data.
+
+    Args:
+        robots: number of robots (>= 1).
+        scenario: scenario name (``marl_robots.sim.scenarios``).
+        seed: PRNG seed of random scenarios.
+
+    Returns:
+        A ``Fleet`` named ``robot_0 .. robot_<n-1>`` with the scenario's poses and goals.
+    """
+    from marl_robots.sim.tasks.navigation import (  # noqa: PLC0415 - JAX only when needed
+        NavigationConfig,
+        NavigationTask,
+    )
+
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    task = NavigationTask(NavigationConfig(robots=int(robots), scenario=scenario))
+    state = task.reset(jax.random.PRNGKey(int(seed)), task.default_params())
+    pos, yaw, goal = (np.asarray(a, dtype=float) for a in (state.pos, state.yaw, state.goal))
+    obstacles = np.asarray(state.obstacles, dtype=float)[np.asarray(state.obstacle_mask)]
+    entries = tuple(
+        RobotEntry(
+            name=default_name(i),
+            id=i,
+            initial_pose=(float(pos[i, 0]), float(pos[i, 1]), float(yaw[i])),
+            goal=(float(goal[i, 0]), float(goal[i, 1])),
+        )
+        for i in range(task.n)
+    )
+    return Fleet(
+        robots=entries,
+        arena_m=tuple(float(a) for a in task.config.arena_m),
+        obstacles=tuple(tuple(float(v) for v in o) for o in obstacles),
+    )
+
+
+def make_fleet(robots: int = 8, scenario: str = "antipodal", fleet_file: str = "",
+               seed: int = 0) -> Fleet:
+    """The fleet of a launch: the fleet file if one is given, else the scenario layout.
+
+    Args:
+        robots: robot count used when ``fleet_file`` is empty.
+        scenario: scenario used when ``fleet_file`` is empty.
+        fleet_file: fleet file path or name under ``hardware/`` ('' for none).
+        seed: PRNG seed of random scenarios.
+
+    Raises:
+        FileNotFoundError, ConfigError, ValueError: with a message naming the bad input.
+    """
+    if fleet_file:
+        return load_fleet(fleet_file)
+    if int(robots) < 1:
+        raise ValueError(f"robots must be >= 1, got {robots}")
+    return fleet_from_scenario(int(robots), scenario, seed)
+
+
+def fleet_to_dict(fleet: Fleet) -> dict:
+    """The fleet-file mapping of ``fleet`` (``yaml.safe_dump`` it to write a fleet file)."""
+    return {
+        FLEET_SECTION: {
+            "frame_id": fleet.frame_id,
+            "arena_m": list(fleet.arena_m),
+            "obstacles": [list(o) for o in fleet.obstacles],
+            "robots": [
+                {"name": r.name, "id": r.id, "initial_pose": [round(v, 6) for v in r.initial_pose],
+                 "goal": [round(v, 6) for v in r.goal]}
+                for r in fleet.robots
+            ],
+        }
+    }
+
+
+__all__ = [
+    "ConfigError",
+    "Fleet",
+    "RobotEntry",
+    "default_name",
+    "fleet_from_scenario",
+    "fleet_to_dict",
+    "load_fleet",
+    "make_fleet",
+    "resolve_fleet_path",
+]

@@ -1,0 +1,395 @@
+"""Per-robot control pipeline of the onboard nodes, in NumPy and free of ROS.
+
+The nodes unpack messages, call these functions and pack the results; the composition mirrors
+``marl_robots.sim.closed_loop.control`` for one robot so that a robot driven through ROS 2 gets
+the same command as the batched JAX simulation (a parity test pins it):
+
+1. control points (look-ahead points) of every fleet robot from their base poses,
+2. robot ``i``'s neighbour list: the ``k`` nearest control points within the sensing radius,
+3. nominal go-to-goal on the control point with the right-hand bias (``controller_node``),
+4. the decentralised CBF filter ``filter_robots`` with ``xp=numpy`` and n = 1
+   (``safety_filter_node``), then the map back to unicycle (v, omega).
+
+Also here: the parameter tables the nodes declare (so that static tests can check the
+parameter YAML files without ROS) and their validation, which raises ``ParameterError`` naming
+the offending parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from marl_robots.controllers import nominal
+from marl_robots.controllers.safety_filter import (
+    CBFParams,
+    FilterConfig,
+    FilterInfo,
+    FilterStatus,
+    World,
+    filter_robots,
+)
+from marl_robots.nodes.fleet import Fleet, RobotEntry, load_fleet
+from marl_robots.sim.robots.unicycle import Unicycle
+
+
+class ParameterError(ValueError):
+    """An invalid node parameter; ``name`` is the parameter, the message says why."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"invalid parameter '{name}': {message}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared node parameter.
+
+    Attributes:
+        name: parameter name.
+        kind: ``bool``, ``int``, ``double``, ``string``, ``int_array``, ``double_array`` or
+            ``string_array``.
+        default: default value (``None``: the parameter must be set, or an empty array).
+        description: one line for ``ros2 param describe``.
+    """
+
+    name: str
+    kind: str
+    default: object
+    description: str
+
+
+_ROBOT = (
+    ParamSpec("diameter_m", "double", 0.11, "robot body diameter [m]"),
+    ParamSpec("v_max", "double", 0.2, "top linear speed [m/s]"),
+    ParamSpec("omega_max", "double", 3.6, "top turn rate [rad/s]"),
+    ParamSpec("lookahead_m", "double", 0.04, "control point ahead of the axle [m]"),
+)
+_FLEET = (
+    ParamSpec("robot_id", "int", -1, "id of this robot in the fleet"),
+    ParamSpec("fleet_file", "string", "",
+              "fleet file (path or name under hardware/); overrides fleet_ids/namespaces/arena/"
+              "obstacles when set"),
+    ParamSpec("fleet_ids", "int_array", None, "ids of every fleet robot (this one included)"),
+    ParamSpec("fleet_namespaces", "string_array", None, "namespaces, in fleet_ids order"),
+    ParamSpec("neighbours", "int", 6, "neighbour budget k of the sensing graph"),
+    ParamSpec("sensing_radius_m", "double", 1.0, "neighbours farther than this are ignored [m]"),
+)
+
+#: Parameters of ``controller_node``.
+CONTROLLER_PARAMS: tuple[ParamSpec, ...] = (
+    *_FLEET,
+    *_ROBOT,
+    ParamSpec("goal_gain", "double", 1.0, "proportional go-to-goal gain [1/s]"),
+    ParamSpec("bias", "double", 1.0, "right-hand bias, fraction of v_max"),
+    ParamSpec("state_timeout_s", "double", 0.5, "odometry older than this stops the robot [s]"),
+)
+
+#: Parameters of ``safety_filter_node``.
+SAFETY_FILTER_PARAMS: tuple[ParamSpec, ...] = (
+    *_FLEET,
+    *_ROBOT,
+    ParamSpec("arena", "double_array", [-1.6, 1.6, -1.0, 1.0],
+              "arena walls (x_min, x_max, y_min, y_max) [m]"),
+    ParamSpec("obstacles", "double_array", None, "circular obstacles, flat (x, y, r)* [m]"),
+    ParamSpec("safety_distance_m", "double", 0.13, "minimum distance between robot centres [m]"),
+    ParamSpec("gamma", "double", 5.0, "class-K gain [1/s]"),
+    ParamSpec("class_k", "string", "linear", "class-K function: linear or cubic"),
+    ParamSpec("dt_s", "double", 0.033, "control period for the discrete-time clip [s]"),
+    ParamSpec("relax_weight", "double", 1000.0, "weight of the squared slack"),
+    ParamSpec("relax_iters", "int", 30, "interior-point iterations of the relaxed QP"),
+    ParamSpec("state_timeout_s", "double", 0.5,
+              "own/neighbour odometry or nominal command older than this brakes [s]"),
+    ParamSpec("watchdog_rate_hz", "double", 20.0, "staleness checks and diagnostics [Hz]"),
+    ParamSpec("max_position_m", "double", 100.0, "odometry farther than this is garbage [m]"),
+    ParamSpec("autostart", "bool", True, "configure and activate on start-up"),
+)
+
+#: Parameters of ``sim_node``.
+SIM_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("robots", "int", 8, "robot count (ignored when fleet_file is set)"),
+    ParamSpec("scenario", "string", "antipodal", "navigation scenario (without fleet_file)"),
+    ParamSpec("fleet_file", "string", "", "fleet file (path or name under hardware/)"),
+    ParamSpec("seed", "int", 0, "PRNG seed of random scenarios"),
+    ParamSpec("dt_s", "double", 0.033, "simulation step [s]"),
+    ParamSpec("rate_hz", "double", 0.0,
+              "simulation steps per wall-clock second (0: real time, 1/dt_s)"),
+    ParamSpec("cmd_timeout_s", "double", 0.5, "cmd_vel older than this is taken as zero [s]"),
+    ParamSpec("publish_clock", "bool", True, "publish /clock (for use_sim_time)"),
+    ParamSpec("marker_rate_hz", "double", 5.0, "RViz marker rate [Hz]"),
+    ParamSpec("status_rate_hz", "double", 2.0, "status diagnostics rate [Hz]"),
+)
+
+
+def param_defaults(specs: tuple[ParamSpec, ...]) -> dict:
+    """``{name: default}`` of a parameter table (``None`` defaults left out)."""
+    return {s.name: s.default for s in specs if s.default is not None}
+
+
+class RobotModel(NamedTuple):
+    """Unicycle parameters (duck-types ``GroundParams`` for ``Unicycle`` without JAX)."""
+
+    diameter_m: float
+    v_max: float
+    omega_max: float
+    lookahead_m: float
+
+
+def robot_model(p: dict) -> RobotModel:
+    """Validated ``RobotModel`` from node parameters.
+
+    Raises:
+        ParameterError: a non-positive or non-finite value.
+    """
+    for name in RobotModel._fields:
+        _positive(p, name)
+    return RobotModel(*(float(p[name]) for name in RobotModel._fields))
+
+
+def _positive(p: dict, name: str) -> float:
+    value = p[name]
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ParameterError(name, f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+def resolve_node_fleet(p: dict) -> tuple[Fleet, int]:
+    """The fleet of a per-robot node and this robot's index in it.
+
+    Args:
+        p: node parameters (``robot_id``, ``fleet_file`` or ``fleet_ids`` + ``fleet_namespaces``
+            and, without a fleet file, ``arena`` and ``obstacles``).
+
+    Returns:
+        ``(fleet, index)``.
+
+    Raises:
+        ParameterError: missing/unreadable fleet file, inconsistent lists, unknown robot id.
+    """
+    if p.get("fleet_file"):
+        try:
+            fleet = load_fleet(p["fleet_file"])
+        except (OSError, ValueError) as err:
+            raise ParameterError("fleet_file", str(err)) from err
+    else:
+        ids = list(p.get("fleet_ids") or [])
+        names = list(p.get("fleet_namespaces") or [])
+        if not ids:
+            raise ParameterError("fleet_ids", "empty: set fleet_ids + fleet_namespaces or "
+                                 "fleet_file")
+        if len(names) != len(ids):
+            raise ParameterError("fleet_namespaces",
+                                 f"has {len(names)} entries but fleet_ids has {len(ids)}")
+        arena = list(p.get("arena") or [-1.6, 1.6, -1.0, 1.0])
+        if len(arena) != 4 or not arena[0] < arena[1] or not arena[2] < arena[3]:
+            raise ParameterError("arena", f"expected (x_min, x_max, y_min, y_max), got {arena}")
+        flat = list(p.get("obstacles") or [])
+        if len(flat) % 3:
+            raise ParameterError("obstacles", f"length {len(flat)} is not a multiple of 3")
+        try:
+            fleet = Fleet(
+                robots=tuple(RobotEntry(name=str(n), id=int(i)) for i, n in zip(ids, names)),
+                arena_m=(arena[1] - arena[0], arena[3] - arena[2]),
+                obstacles=tuple(tuple(flat[j:j + 3]) for j in range(0, len(flat), 3)),
+            )
+        except ValueError as err:
+            raise ParameterError("fleet_namespaces", str(err)) from err
+        if abs(arena[0] + arena[1]) > 1e-9 or abs(arena[2] + arena[3]) > 1e-9:
+            raise ParameterError("arena", f"must be centred on the origin, got {arena}")
+    try:
+        index = fleet.index_of(int(p["robot_id"]))
+    except KeyError as err:
+        raise ParameterError("robot_id", str(err.args[0])) from err
+    return fleet, index
+
+
+@dataclass(frozen=True)
+class SensingConfig:
+    """Neighbour sensing: budget ``k`` and radius [m]."""
+
+    neighbours: int
+    sensing_radius_m: float
+
+
+def sensing_config(p: dict) -> SensingConfig:
+    """Validated ``SensingConfig`` from node parameters."""
+    if int(p["neighbours"]) < 0:
+        raise ParameterError("neighbours", f"must be >= 0, got {p['neighbours']}")
+    return SensingConfig(int(p["neighbours"]), _positive(p, "sensing_radius_m"))
+
+
+@dataclass(frozen=True)
+class FilterSetup:
+    """Everything ``filter_command`` needs besides the live state."""
+
+    model: RobotModel
+    sensing: SensingConfig
+    world: World
+    cbf: CBFParams
+    config: FilterConfig
+
+
+def filter_setup(p: dict, fleet: Fleet) -> FilterSetup:
+    """Validated filter set-up from ``safety_filter_node`` parameters.
+
+    Mirrors ``closed_loop.cbf_params``: pairs keep ``d + 2 l`` between control points and walls
+    and obstacles ``radius + l``.
+
+    Raises:
+        ParameterError: naming the first invalid parameter.
+    """
+    model = robot_model(p)
+    sensing = sensing_config(p)
+    d = p["safety_distance_m"]
+    if not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
+        raise ParameterError("safety_distance_m", f"must be a non-negative distance, got {d!r}")
+    gamma = _positive(p, "gamma")
+    if d < model.diameter_m:
+        raise ParameterError("safety_distance_m",
+                             f"{d} m is below the body diameter diameter_m={model.diameter_m} m")
+    for name in ("state_timeout_s", "watchdog_rate_hz", "max_position_m"):
+        _positive(p, name)
+    try:
+        config = FilterConfig(
+            mode="decentralised", class_k=p["class_k"], dt_s=float(p["dt_s"]),
+            relax_weight=float(p["relax_weight"]), relax_iters=int(p["relax_iters"]),
+        )
+    except ValueError as err:
+        name = "class_k" if "class-K" in str(err) else "dt_s"
+        raise ParameterError(name, str(err)) from err
+    obstacles = np.asarray(fleet.obstacles, dtype=float).reshape(-1, 3)
+    world = World(obstacles, np.ones(len(obstacles), dtype=bool),
+                  np.asarray(fleet.arena_bounds, dtype=float))
+    margin = model.lookahead_m
+    radius = 0.5 * model.diameter_m
+    cbf = CBFParams(
+        gamma=np.array([gamma]),
+        safety_distance=float(d) + 2.0 * margin,
+        obstacle_margin=radius + margin,
+        wall_margin=radius + margin,
+    )
+    return FilterSetup(model, sensing, world, cbf, config)
+
+
+def control_points(poses: np.ndarray, model: RobotModel) -> np.ndarray:
+    """Look-ahead points [n, 2] [m] of base poses [n, 3] (x [m], y [m], yaw [rad])."""
+    poses = np.asarray(poses, dtype=float)
+    return Unicycle.control_point(poses[:, :2], poses[:, 2], model, np)
+
+
+def neighbour_list(points: np.ndarray, index: int, sensing: SensingConfig):
+    """Robot ``index``'s padded neighbour list, as ``core.graph.neighbour_graph`` builds it.
+
+    Args:
+        points: [n, 2] control points of the whole fleet [m] (non-finite: not sensed).
+        index: this robot's row.
+        sensing: budget and radius.
+
+    Returns:
+        ``(nbr [1, k, 2], mask [1, k], nearest)`` with ``k = min(budget, n - 1)`` and
+        ``nearest`` the distance to the closest sensed neighbour [m] (inf if none).
+    """
+    n = points.shape[0]
+    k = min(sensing.neighbours, n - 1)
+    if k <= 0:
+        return np.zeros((1, 0, 2)), np.zeros((1, 0), dtype=bool), math.inf
+    dist = np.sqrt(np.sum((points - points[index]) ** 2, axis=-1))
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    dist[index] = np.inf
+    order = np.argsort(dist, kind="stable")[:k]
+    d = dist[order]
+    mask = d <= sensing.sensing_radius_m
+    nbr = np.where(mask[:, None], points[order], points[index])
+    nearest = float(d[0]) if mask[0] else math.inf
+    return nbr[None], mask[None], nearest
+
+
+def nominal_command(poses: np.ndarray, index: int, goal, model: RobotModel,
+                    sensing: SensingConfig, goal_gain: float, bias: float) -> np.ndarray:
+    """Nominal go-to-goal (v [m/s], omega [rad/s]) of robot ``index``.
+
+    Args:
+        poses: [n, 3] base poses of the whole fleet (x, y, yaw) [m, m, rad].
+        index: this robot's row.
+        goal: (x, y) goal of the control point [m].
+        model, sensing: robot and sensing parameters.
+        goal_gain: proportional gain [1/s]; bias: right-hand bias (fraction of v_max).
+
+    Returns:
+        [2] unicycle command.
+    """
+    points = control_points(poses, model)
+    _, _, nearest = neighbour_list(points, index, sensing)
+    u = nominal.go_to_goal(points[index:index + 1], np.asarray(goal, dtype=float)[None],
+                           goal_gain, model.v_max, bias, np.array([nearest]), xp=np)
+    yaw = np.asarray(poses, dtype=float)[index:index + 1, 2]
+    return Unicycle.from_point_velocity(u, yaw, model, np)[0]
+
+
+class FilterResult(NamedTuple):
+    """One filter call: command [2] (v, omega), status code, slack, reason, info."""
+
+    command: np.ndarray
+    status: int
+    slack: float
+    reason: str
+    info: FilterInfo
+
+
+def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: FilterSetup
+                   ) -> FilterResult:
+    """Safe (v [m/s], omega [rad/s]) of robot ``index`` given the fleet's poses.
+
+    Args:
+        poses: [n, 3] base poses of the whole fleet [m, m, rad] (NaN rows allowed: they fail
+            closed when they are this robot's or a sensed neighbour's).
+        index: this robot's row.
+        nominal_cmd: nominal (v, omega).
+        setup: ``filter_setup`` result.
+
+    Returns:
+        ``FilterResult``; a braking status always comes with a zero command.
+    """
+    model = setup.model
+    poses = np.asarray(poses, dtype=float)
+    points = control_points(poses, model)
+    nbr, mask, _ = neighbour_list(points, index, setup.sensing)
+    yaw = poses[index:index + 1, 2]
+    u_nom = Unicycle.to_point_velocity(np.asarray(nominal_cmd, dtype=float)[None], yaw, model, np)
+    limits = Unicycle.limits(np.where(np.isfinite(yaw), yaw, 0.0), model, np)
+    u, info = filter_robots(points[index:index + 1], u_nom, nbr, mask, setup.world, setup.cbf,
+                            limits, setup.config, xp=np)
+    status = int(info.status[0])
+    slack = float(info.slack[0])
+    if status >= FilterStatus.INFEASIBLE or not np.all(np.isfinite(u)) or not np.isfinite(
+            yaw[0]):
+        cmd = np.zeros(2)
+    else:
+        cmd = Unicycle.from_point_velocity(u, yaw, model, np)[0]
+    return FilterResult(cmd, status, slack, STATUS_REASONS[FilterStatus(status)], info)
+
+
+#: Human-readable reason of each filter status (published in the diagnostics).
+STATUS_REASONS = {
+    FilterStatus.OK: "ok",
+    FilterStatus.RELAXED: "relaxed: barrier rows softened with slack",
+    FilterStatus.INFEASIBLE: "infeasible: solver failed, braking",
+    FilterStatus.INVALID_INPUT: "invalid input: non-finite state or command, braking",
+}
+
+
+def odometry_problem(pose, max_position_m: float) -> str | None:
+    """Why a base pose (x, y, yaw) is garbage, or ``None`` if it is usable.
+
+    Non-finite values (a NaN yaw also marks a bad quaternion, see ``conversions``) and positions
+    farther than ``max_position_m`` from the origin are rejected.
+    """
+    x, y, yaw = (float(v) for v in pose)
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(yaw)):
+        return "non-finite odometry"
+    if math.hypot(x, y) > max_position_m:
+        return f"absurd odometry: position {math.hypot(x, y):.3g} m from the origin"
+    return None

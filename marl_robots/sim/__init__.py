@@ -1,0 +1,1 @@
+"""Pure, jit-able simulation: robot models, tasks, scenarios and closed-loop rollouts."""

@@ -1,0 +1,121 @@
+"""``marl-robots bench navigation``: closed-loop throughput, JAX (vmap + scan) vs a NumPy loop.
+
+For each number of parallel environments and filter on/off, the JAX closed loop (neighbour
+graph, go-to-goal, CBF filter, dynamics, metrics) runs ``steps`` periods in one compiled
+``lax.scan`` over ``vmap``-ed environments; compile time is excluded and reported separately.
+The baseline is ``sim.numpy_loop.numpy_step``, the same work in plain NumPy called once per
+environment per step from Python, timed in the same process on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from marl_robots.sim.closed_loop import rollout
+from marl_robots.sim.numpy_loop import numpy_step, to_numpy_inputs
+from marl_robots.sim.run import RunSpec, build
+
+
+def machine_description() -> dict:
+    """CPU model, core count, OS, Python/JAX versions and the JAX device."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jax_device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
+    }
+
+
+def _jax_rate(spec: RunSpec, envs: int, steps: int, repeats: int) -> tuple[float, float]:
+    task, cfg, params, cbf = build(spec)
+    keys = jax.random.split(jax.random.PRNGKey(spec.seed), envs)
+    states = jax.vmap(lambda k: task.reset(k, params))(keys)
+    fn = jax.jit(jax.vmap(lambda s: rollout(task, cfg, s, params, cbf, steps, record=False)[:2]))
+    t0 = time.perf_counter()
+    compiled = fn.lower(states).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(states))  # warm-up
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(states))
+        best = min(best, time.perf_counter() - t0)
+    return envs * steps / best, compile_s
+
+
+def _numpy_rate(spec: RunSpec, envs: int, budget_s: float) -> float:
+    task, cfg, params, cbf = build(spec)
+    keys = jax.random.split(jax.random.PRNGKey(spec.seed), envs)
+    states = [to_numpy_inputs(task.reset(k, params), params, cbf) for k in keys]
+    done = 0
+    t0 = time.perf_counter()
+    # Whole sweeps over all environments until the time budget is spent (at least one).
+    while True:
+        for i, (s, p, c) in enumerate(states):
+            nxt = numpy_step(task, cfg, s, p, c)[0]
+            states[i] = (nxt, p, c)
+        done += envs
+        if time.perf_counter() - t0 >= budget_s:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def run_bench(robots=16, envs_list=(1, 64, 1024), steps=100, repeats=3, numpy_budget_s=2.0,
+              seed=0, log=print) -> dict:
+    """Measure every (envs, filter) row and return the report dict."""
+    rows = []
+    for filt in ("none", "cbf"):
+        spec = RunSpec(robots=robots, scenario="random", filter=filt, seed=seed)
+        for envs in envs_list:
+            rate, compile_s = _jax_rate(spec, envs, steps, repeats)
+            base = _numpy_rate(spec, min(envs, 64), numpy_budget_s)
+            row = {
+                "envs": envs,
+                "robots": robots,
+                "filter": filt,
+                "env_steps_per_s": rate,
+                "robot_steps_per_s": rate * robots,
+                "numpy_loop_env_steps_per_s": base,
+                "speedup_vs_numpy_loop": rate / base,
+                "compile_time_s": compile_s,
+            }
+            rows.append(row)
+            log(
+                f"{envs:>6} {robots:>6} {filt:>6} {rate:>14,.0f} {rate * robots:>16,.0f} "
+                f"{base:>12,.0f} {rate / base:>9.1f}x"
+            )
+    return {"machine": machine_description(), "scenario": "random", "steps_per_call": steps,
+            "rows": rows}
+
+
+def main_bench(out: Path | None, robots: int, envs_list, steps: int) -> int:
+    """Print the table, write JSON to ``out`` (if given); return the exit code."""
+    print(f"machine: {json.dumps(machine_description())}")
+    print(f"{'envs':>6} {'robots':>6} {'filter':>6} {'env-steps/s':>14} {'robot-steps/s':>16} "
+          f"{'numpy env/s':>12} {'speedup':>10}")
+    report = run_bench(robots=robots, envs_list=envs_list, steps=steps,
+                       log=lambda s: print(s, flush=True))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,67 @@
+"""Unicycle (differential drive): ``x' = v cos th, y' = v sin th, th' = omega``.
+
+Integrated exactly over a period for constant (v, omega) (arc of a circle).  The control point
+is the look-ahead point ``l`` ahead of the axle, whose velocity ``R(th) (v, l omega)`` is fully
+actuated, so single-integrator filters and controllers apply to it unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from marl_robots.controllers import nominal
+from marl_robots.controllers.safety_filter import Limits
+
+
+class Unicycle:
+    """Differential-drive robot.  Action: (v [m/s], omega [rad/s]), body frame."""
+
+    name = "unicycle"
+    action_dim = 2
+
+    @staticmethod
+    def step(pos, yaw, action, params, dt, xp=np):
+        """Advance poses by ``dt`` [s] with limits applied: positions [n, 2], yaw [n] [rad]."""
+        v = xp.clip(action[..., 0], -params.v_max, params.v_max)
+        w = xp.clip(action[..., 1], -params.omega_max, params.omega_max)
+        dth = w * dt
+        small = xp.abs(dth) < 1e-6
+        safe_w = xp.where(small, 1.0, w)
+        # Exact arc; the straight-line limit where the turn is negligible.
+        dx = xp.where(small, v * dt * xp.cos(yaw + 0.5 * dth),
+                      v / safe_w * (xp.sin(yaw + dth) - xp.sin(yaw)))
+        dy = xp.where(small, v * dt * xp.sin(yaw + 0.5 * dth),
+                      v / safe_w * (xp.cos(yaw) - xp.cos(yaw + dth)))
+        new_yaw = (yaw + dth + np.pi) % (2 * np.pi) - np.pi
+        return pos + xp.stack([dx, dy], axis=-1), new_yaw
+
+    @staticmethod
+    def control_point(pos, yaw, params, xp=np):
+        """Look-ahead point [n, 2] [m]."""
+        return nominal.lookahead_point(pos, yaw, params.lookahead_m, xp)
+
+    @staticmethod
+    def point_margin(params):
+        """The body can be up to ``l`` from the control point [m]."""
+        return params.lookahead_m
+
+    @staticmethod
+    def from_point_velocity(u, yaw, params, xp=np):
+        """(v, omega) [n, 2] that moves the look-ahead point with velocity ``u``."""
+        return nominal.point_to_unicycle(u, yaw, params.lookahead_m, xp)
+
+    @staticmethod
+    def to_point_velocity(action, yaw, params, xp=np):
+        """Look-ahead-point velocity [n, 2] of a (v, omega) action."""
+        return nominal.unicycle_to_point(action, yaw, params.lookahead_m, xp)
+
+    @staticmethod
+    def limits(yaw, params, xp=np) -> Limits:
+        """Body-frame box (v_max, l omega_max) on the look-ahead velocity; no extra speed cap."""
+        n = yaw.shape[0]
+        half = xp.stack(
+            [xp.full((n,), params.v_max, dtype=yaw.dtype),
+             xp.full((n,), params.lookahead_m * params.omega_max, dtype=yaw.dtype)],
+            axis=-1,
+        )
+        return Limits(half, yaw, xp.full((n,), xp.inf, dtype=yaw.dtype))
