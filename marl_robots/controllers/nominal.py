@@ -66,3 +66,30 @@ def unicycle_to_point(cmd, yaw, lookahead, xp=np):
     c, s = xp.cos(yaw), xp.sin(yaw)
     v, w_l = cmd[..., 0], lookahead * cmd[..., 1]
     return xp.stack([c * v - s * w_l, s * v + c * w_l], axis=-1)
+
+
+def make_way(points, nbr, nbr_mask, safety_distance, speed, radius=0.15, xp=np):
+    """Velocity [..., 2] that steps aside from neighbours closing in on this robot's disc.
+
+    Each neighbour within ``radius`` of the safety disc contributes a push of up to ``speed``
+    along the line away from it, growing linearly as the gap closes.  A robot parked on its goal
+    otherwise never moves, and a neighbour whose way it blocks deadlocks against it.
+
+    Args:
+        points: [..., 2] positions [m]; nbr: [..., k, 2] neighbour positions; nbr_mask: [..., k].
+        safety_distance: centre distance kept by the filter [m].
+        speed: largest push [m/s].
+        radius: gap below which the push starts [m].
+    """
+    diff = points[..., None, :] - nbr
+    dist = xp.sqrt(xp.sum(diff * diff, axis=-1))
+    gap = dist - safety_distance
+    weight = xp.where(nbr_mask, xp.clip(1.0 - gap / radius, 0.0, 1.0), 0.0)
+    unit = diff / xp.maximum(dist, 1e-9)[..., None]
+    return speed * xp.sum(weight[..., None] * unit, axis=-2)
+
+
+def saturate(u, v_max, xp=np):
+    """Scale velocities [..., 2] down to speed ``v_max`` where they exceed it."""
+    speed = xp.sqrt(xp.sum(u * u, axis=-1))
+    return u * xp.where(speed > v_max, v_max / xp.maximum(speed, 1e-12), 1.0)[..., None]

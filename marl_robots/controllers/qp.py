@@ -141,8 +141,8 @@ def solve_qp_dense(P, q, G, h, xp=np, iters: int = 30) -> QPResult:
     info = np.finfo(np.dtype(str(P.dtype)))
     # Stop moving once the duality measure is at the precision floor: further float32 steps
     # drive slacks to zero and overflow z / s.
-    mu_floor = float(info.eps) ** 1.3
-    floor = float(info.tiny) ** 0.5
+    mu_floor = 10.0 * float(info.eps)
+    floor = float(info.eps) ** 2
 
     def iteration(_, carry):
         x, s, z = carry
@@ -167,7 +167,12 @@ def solve_qp_dense(P, q, G, h, xp=np, iters: int = 30) -> QPResult:
         x, s, z = jax.lax.fori_loop(0, iters, iteration, (x, s, z))
     else:
         for i in range(iters):
-            x, s, z = iteration(i, (x, s, z))
+            if not xp.sum(s * z) / m > mu_floor:
+                break
+            try:
+                x, s, z = iteration(i, (x, s, z))
+            except np.linalg.LinAlgError:  # the JAX path gets NaNs and stops the same way
+                break
     primal = xp.max(xp.maximum(G @ x - h, 0.0))
     dual = xp.max(xp.abs(P @ x + q + G.T @ z))
     gap = xp.sum(s * z) / m

@@ -142,8 +142,11 @@ def _enforce_limits(u, limits: Limits, xp):
     """Clip to the body-frame box, then cap the speed (no-ops for feasible QP solutions)."""
     c, s = xp.cos(limits.yaw), xp.sin(limits.yaw)
     ub = xp.stack([c * u[..., 0] + s * u[..., 1], -s * u[..., 0] + c * u[..., 1]], axis=-1)
+    outside = xp.any(xp.abs(ub) > limits.half_width, axis=-1)
     ub = xp.clip(ub, -limits.half_width, limits.half_width)
-    u = xp.stack([c * ub[..., 0] - s * ub[..., 1], s * ub[..., 0] + c * ub[..., 1]], axis=-1)
+    clipped = xp.stack([c * ub[..., 0] - s * ub[..., 1], s * ub[..., 0] + c * ub[..., 1]], -1)
+    # Rotating there and back costs an ulp: only touch commands that were outside the box.
+    u = xp.where(outside[..., None], clipped, u)
     speed = xp.sqrt(xp.sum(u * u, axis=-1))
     scale = xp.where(speed > limits.speed_max, limits.speed_max / xp.maximum(speed, 1e-12), 1.0)
     return u * scale[..., None]

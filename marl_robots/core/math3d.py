@@ -14,7 +14,9 @@ import numpy as np
 
 def wrap_angle(angle):
     """Wrap an angle (or array of angles) to [-pi, pi) [rad]."""
-    return (np.asarray(angle) + math.pi) % (2.0 * math.pi) - math.pi
+    wrapped = (np.asarray(angle) + math.pi) % (2.0 * math.pi) - math.pi
+    # The modulo of a tiny negative number rounds up to 2 pi, which would give +pi.
+    return wrapped - 2.0 * math.pi * (wrapped >= math.pi).astype(wrapped.dtype)
 
 
 def yaw_to_quat(yaw: float) -> tuple[float, float, float, float]:

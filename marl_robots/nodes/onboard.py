@@ -79,12 +79,23 @@ _FLEET = (
     ParamSpec("sensing_radius_m", "double", 1.0, "neighbours farther than this are ignored [m]"),
 )
 
+_WORLD = (
+    ParamSpec("arena", "double_array", [-1.6, 1.6, -1.0, 1.0],
+              "arena walls (x_min, x_max, y_min, y_max) [m]"),
+    ParamSpec("obstacles", "double_array", None, "circular obstacles, flat (x, y, r)* [m]"),
+    ParamSpec("safety_distance_m", "double", 0.13, "minimum distance between robot centres [m]"),
+)
+
 #: Parameters of ``controller_node``.
 CONTROLLER_PARAMS: tuple[ParamSpec, ...] = (
     *_FLEET,
     *_ROBOT,
+    *_WORLD,
     ParamSpec("goal_gain", "double", 1.0, "proportional go-to-goal gain [1/s]"),
-    ParamSpec("bias", "double", 1.0, "right-hand bias, fraction of v_max"),
+    ParamSpec("bias", "double", 0.5, "right-hand bias, fraction of v_max"),
+    ParamSpec("make_way", "double", 1.0, "largest step-aside speed, fraction of v_max"),
+    ParamSpec("make_way_radius_m", "double", 0.05,
+              "gap to a neighbour's safety disc below which the robot steps aside [m]"),
     ParamSpec("state_timeout_s", "double", 0.5, "odometry older than this stops the robot [s]"),
 )
 
@@ -92,14 +103,11 @@ CONTROLLER_PARAMS: tuple[ParamSpec, ...] = (
 SAFETY_FILTER_PARAMS: tuple[ParamSpec, ...] = (
     *_FLEET,
     *_ROBOT,
-    ParamSpec("arena", "double_array", [-1.6, 1.6, -1.0, 1.0],
-              "arena walls (x_min, x_max, y_min, y_max) [m]"),
-    ParamSpec("obstacles", "double_array", None, "circular obstacles, flat (x, y, r)* [m]"),
-    ParamSpec("safety_distance_m", "double", 0.13, "minimum distance between robot centres [m]"),
+    *_WORLD,
     ParamSpec("gamma", "double", 5.0, "class-K gain [1/s]"),
     ParamSpec("class_k", "string", "linear", "class-K function: linear or cubic"),
     ParamSpec("dt_s", "double", 0.033, "control period for the discrete-time clip [s]"),
-    ParamSpec("relax_weight", "double", 1000.0, "weight of the squared slack"),
+    ParamSpec("relax_weight", "double", 1e6, "weight of the squared slack"),
     ParamSpec("relax_iters", "int", 30, "interior-point iterations of the relaxed QP"),
     ParamSpec("state_timeout_s", "double", 0.5,
               "own/neighbour odometry or nominal command older than this brakes [s]"),
@@ -222,21 +230,34 @@ def sensing_config(p: dict) -> SensingConfig:
 
 
 @dataclass(frozen=True)
-class FilterSetup:
-    """Everything ``filter_command`` needs besides the live state."""
+class Setup:
+    """Everything ``nominal_command`` and ``filter_command`` need besides the live state.
+
+    Attributes:
+        model: robot parameters; sensing: neighbour budget and radius.
+        world: obstacles and arena walls; cbf: barrier parameters of the control points.
+        config: filter configuration (``None`` for the controller node).
+        goal_gain, bias, make_way, make_way_radius_m: nominal-controller gains (see
+            ``closed_loop.ControlConfig``).
+    """
 
     model: RobotModel
     sensing: SensingConfig
     world: World
     cbf: CBFParams
-    config: FilterConfig
+    config: FilterConfig | None = None
+    goal_gain: float = 1.0
+    bias: float = 0.0
+    make_way: float = 0.0
+    make_way_radius_m: float = 0.05
 
 
-def filter_setup(p: dict, fleet: Fleet) -> FilterSetup:
-    """Validated filter set-up from ``safety_filter_node`` parameters.
+def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
+    """Validated set-up from ``controller_node`` or ``safety_filter_node`` parameters.
 
     Mirrors ``closed_loop.cbf_params``: pairs keep ``d + 2 l`` between control points and walls
-    and obstacles ``radius + l``.
+    and obstacles ``radius + l``.  Filter parameters are read when ``class_k`` is present,
+    nominal gains when ``goal_gain`` is.
 
     Raises:
         ParameterError: naming the first invalid parameter.
@@ -246,20 +267,30 @@ def filter_setup(p: dict, fleet: Fleet) -> FilterSetup:
     d = p["safety_distance_m"]
     if not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
         raise ParameterError("safety_distance_m", f"must be a non-negative distance, got {d!r}")
-    gamma = _positive(p, "gamma")
     if d < model.diameter_m:
         raise ParameterError("safety_distance_m",
                              f"{d} m is below the body diameter diameter_m={model.diameter_m} m")
-    for name in ("state_timeout_s", "watchdog_rate_hz", "max_position_m"):
-        _positive(p, name)
-    try:
-        config = FilterConfig(
-            mode="decentralised", class_k=p["class_k"], dt_s=float(p["dt_s"]),
-            relax_weight=float(p["relax_weight"]), relax_iters=int(p["relax_iters"]),
-        )
-    except ValueError as err:
-        name = "class_k" if "class-K" in str(err) else "dt_s"
-        raise ParameterError(name, str(err)) from err
+    gamma = _positive(p, "gamma") if "gamma" in p else 1.0
+    for name in ("state_timeout_s", "watchdog_rate_hz", "max_position_m", "goal_gain"):
+        if name in p:
+            _positive(p, name)
+    config = None
+    if "class_k" in p:
+        try:
+            config = FilterConfig(
+                mode="decentralised", class_k=p["class_k"], dt_s=float(p["dt_s"]),
+                relax_weight=float(p["relax_weight"]), relax_iters=int(p["relax_iters"]),
+            )
+        except ValueError as err:
+            name = "class_k" if "class-K" in str(err) else "dt_s"
+            raise ParameterError(name, str(err)) from err
+    gains = {}
+    if "goal_gain" in p:
+        for name in ("bias", "make_way", "make_way_radius_m"):
+            if not math.isfinite(p[name]) or p[name] < 0:
+                raise ParameterError(name, f"must be >= 0, got {p[name]!r}")
+        gains = {name: float(p[name])
+                 for name in ("goal_gain", "bias", "make_way", "make_way_radius_m")}
     obstacles = np.asarray(fleet.obstacles, dtype=float).reshape(-1, 3)
     world = World(obstacles, np.ones(len(obstacles), dtype=bool),
                   np.asarray(fleet.arena_bounds, dtype=float))
@@ -271,7 +302,7 @@ def filter_setup(p: dict, fleet: Fleet) -> FilterSetup:
         obstacle_margin=radius + margin,
         wall_margin=radius + margin,
     )
-    return FilterSetup(model, sensing, world, cbf, config)
+    return Setup(model, sensing, world, cbf, config, **gains)
 
 
 def control_points(poses: np.ndarray, model: RobotModel) -> np.ndarray:
@@ -307,24 +338,41 @@ def neighbour_list(points: np.ndarray, index: int, sensing: SensingConfig):
     return nbr[None], mask[None], nearest
 
 
-def nominal_command(poses: np.ndarray, index: int, goal, model: RobotModel,
-                    sensing: SensingConfig, goal_gain: float, bias: float) -> np.ndarray:
+def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.ndarray:
     """Nominal go-to-goal (v [m/s], omega [rad/s]) of robot ``index``.
+
+    Mirrors the nominal part of ``closed_loop.control`` for one robot: go-to-goal on the
+    control point with the right-hand bias faded by the clearance to the nearest constraint
+    boundary (neighbour safety disc or obstacle), plus the optional make-way push.
 
     Args:
         poses: [n, 3] base poses of the whole fleet (x, y, yaw) [m, m, rad].
         index: this robot's row.
         goal: (x, y) goal of the control point [m].
-        model, sensing: robot and sensing parameters.
-        goal_gain: proportional gain [1/s]; bias: right-hand bias (fraction of v_max).
+        setup: ``pipeline_setup`` result.
 
     Returns:
         [2] unicycle command.
     """
+    model, cbf = setup.model, setup.cbf
     points = control_points(poses, model)
-    _, _, nearest = neighbour_list(points, index, sensing)
-    u = nominal.go_to_goal(points[index:index + 1], np.asarray(goal, dtype=float)[None],
-                           goal_gain, model.v_max, bias, np.array([nearest]), xp=np)
+    nbr, mask, nearest = neighbour_list(points, index, setup.sensing)
+    p = points[index:index + 1]
+    robot_clear = nearest - cbf.safety_distance
+    obs = setup.world.obstacles
+    if len(obs):
+        d_obs = np.linalg.norm(p[:, None, :] - obs[None, :, :2], axis=-1)
+        d_obs = d_obs - obs[None, :, 2] - cbf.obstacle_margin
+        obs_clear = np.min(np.where(setup.world.obstacle_mask[None], d_obs, np.inf), axis=-1)
+    else:
+        obs_clear = np.array([np.inf])
+    clearance = np.minimum(robot_clear, obs_clear)
+    u = nominal.go_to_goal(p, np.asarray(goal, dtype=float)[None], setup.goal_gain,
+                           model.v_max, setup.bias, clearance, xp=np)
+    if setup.make_way:
+        push = nominal.make_way(p, nbr, mask, cbf.safety_distance, setup.make_way * model.v_max,
+                                setup.make_way_radius_m, xp=np)
+        u = nominal.saturate(u + push, model.v_max, np)
     yaw = np.asarray(poses, dtype=float)[index:index + 1, 2]
     return Unicycle.from_point_velocity(u, yaw, model, np)[0]
 
@@ -339,8 +387,7 @@ class FilterResult(NamedTuple):
     info: FilterInfo
 
 
-def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: FilterSetup
-                   ) -> FilterResult:
+def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) -> FilterResult:
     """Safe (v [m/s], omega [rad/s]) of robot ``index`` given the fleet's poses.
 
     Args:
@@ -348,13 +395,18 @@ def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: FilterSetu
             closed when they are this robot's or a sensed neighbour's).
         index: this robot's row.
         nominal_cmd: nominal (v, omega).
-        setup: ``filter_setup`` result.
+        setup: ``pipeline_setup`` result (with a filter ``config``).
 
     Returns:
         ``FilterResult``; a braking status always comes with a zero command.
     """
+    # Garbage input is an expected case here (it fails closed below): no warnings for it.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _filter_command(np.asarray(poses, dtype=float), index, nominal_cmd, setup)
+
+
+def _filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) -> FilterResult:
     model = setup.model
-    poses = np.asarray(poses, dtype=float)
     points = control_points(poses, model)
     nbr, mask, _ = neighbour_list(points, index, setup.sensing)
     yaw = poses[index:index + 1, 2]
@@ -363,6 +415,9 @@ def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: FilterSetu
     u, info = filter_robots(points[index:index + 1], u_nom, nbr, mask, setup.world, setup.cbf,
                             limits, setup.config, xp=np)
     status = int(info.status[0])
+    if not np.all(np.isfinite(poses)):
+        # A garbage neighbour pose would otherwise drop out of the neighbour list silently.
+        status = int(FilterStatus.INVALID_INPUT)
     slack = float(info.slack[0])
     if status >= FilterStatus.INFEASIBLE or not np.all(np.isfinite(u)) or not np.isfinite(
             yaw[0]):

@@ -40,13 +40,17 @@ class ControlConfig:
         sensing_radius_m: neighbours farther than this are not sensed [m].
         goal_gain: proportional go-to-goal gain [1/s].
         bias: right-hand bias of the nominal controller, fraction of v_max.
+        make_way: largest step-aside speed from closing neighbours, fraction of v_max.
+        make_way_radius_m: gap to a neighbour's safety disc below which robots step aside [m].
     """
 
     filter: FilterConfig | None = FilterConfig(dt_s=0.033)
     neighbours: int = 6
     sensing_radius_m: float = 1.0
     goal_gain: float = 1.0
-    bias: float = 0.3
+    bias: float = 0.5
+    make_way: float = 1.0
+    make_way_radius_m: float = 0.05
 
     def __post_init__(self) -> None:
         if self.neighbours < 0 or self.sensing_radius_m <= 0 or self.goal_gain <= 0:
@@ -114,6 +118,10 @@ def control(
         points, state.goal, cfg.goal_gain, params.v_max, cfg.bias,
         constraint_clearance(points, graph, state, cbf), xp=jnp,
     )
+    if cfg.make_way:
+        push = nominal.make_way(points, points[graph.index], graph.mask, cbf.safety_distance,
+                                cfg.make_way * params.v_max, cfg.make_way_radius_m, xp=jnp)
+        u_nom = nominal.saturate(u_nom + push, params.v_max, jnp)
     limits = robot.limits(state.yaw, params, jnp)
     nominal_action = robot.from_point_velocity(u_nom, state.yaw, params, jnp)
     if cfg.filter is None:

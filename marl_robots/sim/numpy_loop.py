@@ -43,6 +43,10 @@ def numpy_step(task: NavigationTask, cfg: ControlConfig, state: dict, params, cb
                        initial=np.inf)
     u_nom = nominal.go_to_goal(points, state["goal"], cfg.goal_gain, params.v_max, cfg.bias,
                                np.minimum(robot_clear, obs_clear), xp=np)
+    if cfg.make_way:
+        push = nominal.make_way(points, points[graph.index], graph.mask, cbf.safety_distance,
+                                cfg.make_way * params.v_max, cfg.make_way_radius_m, xp=np)
+        u_nom = nominal.saturate(u_nom + push, params.v_max, np)
     limits = robot.limits(yaw, params, np)
     status = np.zeros(task.n, np.int32)
     if cfg.filter is not None:

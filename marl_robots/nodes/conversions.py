@@ -1,0 +1,209 @@
+"""The one place where ROS 2 messages meet arrays: every node packs and unpacks through here.
+
+Conventions: REP-103 (SI units, x forward / y left / z up), REP-105 frames (odometry in the
+fleet's fixed frame ``world`` or ``odom``, child ``<namespace>/base_link``), quaternions
+(x, y, z, w) as declared in ``marl_robots.core.math3d``.  Unicycle commands travel as
+``geometry_msgs/Twist`` with ``linear.x = v`` [m/s] and ``angular.z = omega`` [rad/s].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped, Twist
+from nav_msgs.msg import Odometry
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from marl_robots.core.math3d import quat_to_yaw, yaw_to_quat
+
+#: A quaternion whose norm is off by more than this is garbage (its yaw becomes NaN).
+QUAT_NORM_TOL = 0.1
+
+
+def time_msg(seconds: float) -> Time:
+    """``builtin_interfaces/Time`` of a time in seconds."""
+    sec = math.floor(seconds)
+    return Time(sec=int(sec), nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+def time_to_sec(stamp: Time) -> float:
+    """Seconds of a ``builtin_interfaces/Time``."""
+    return stamp.sec + 1e-9 * stamp.nanosec
+
+
+def clock_msg(seconds: float) -> Clock:
+    """``rosgraph_msgs/Clock`` for simulated time ``seconds``."""
+    return Clock(clock=time_msg(seconds))
+
+
+def pose_from_odom(msg: Odometry) -> np.ndarray:
+    """Base pose (x [m], y [m], yaw [rad]) of an odometry message.
+
+    A quaternion far from unit norm (or non-finite) yields a NaN yaw, so that garbage fails
+    closed downstream instead of silently reading as yaw 0.
+    """
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
+    if not math.isfinite(norm) or abs(norm - 1.0) > QUAT_NORM_TOL:
+        yaw = math.nan
+    else:
+        yaw = quat_to_yaw(q.x / norm, q.y / norm, q.z / norm, q.w / norm)
+    return np.array([p.x, p.y, yaw], dtype=float)
+
+
+def odom_msg(pose, command, stamp: Time, frame_id: str, child_frame_id: str) -> Odometry:
+    """Odometry of a unicycle.
+
+    Args:
+        pose: (x [m], y [m], yaw [rad]) of ``base_link`` in ``frame_id``.
+        command: (v [m/s], omega [rad/s]) being applied (the body-frame twist).
+        stamp: message time; frame_id: fixed frame; child_frame_id: ``<ns>/base_link``.
+    """
+    msg = Odometry()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.child_frame_id = child_frame_id
+    msg.pose.pose.position.x = float(pose[0])
+    msg.pose.pose.position.y = float(pose[1])
+    qx, qy, qz, qw = yaw_to_quat(float(pose[2]))
+    o = msg.pose.pose.orientation
+    o.x, o.y, o.z, o.w = qx, qy, qz, qw
+    msg.twist.twist.linear.x = float(command[0])
+    msg.twist.twist.angular.z = float(command[1])
+    return msg
+
+
+def command_from_twist(msg: Twist) -> np.ndarray:
+    """Unicycle command (v [m/s], omega [rad/s]) of a Twist (other components ignored)."""
+    return np.array([msg.linear.x, msg.angular.z], dtype=float)
+
+
+def twist_msg(command) -> Twist:
+    """Twist of a unicycle command (v [m/s], omega [rad/s])."""
+    msg = Twist()
+    msg.linear.x = float(command[0])
+    msg.angular.z = float(command[1])
+    return msg
+
+
+def goal_from_pose(msg: PoseStamped) -> np.ndarray:
+    """Goal (x, y) [m] of a ``PoseStamped`` (orientation ignored: goals are points)."""
+    return np.array([msg.pose.position.x, msg.pose.position.y], dtype=float)
+
+
+def goal_msg(goal, stamp: Time, frame_id: str) -> PoseStamped:
+    """``PoseStamped`` of a goal point (x, y) [m] with identity orientation."""
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.pose.position.x = float(goal[0])
+    msg.pose.position.y = float(goal[1])
+    msg.pose.orientation.w = 1.0
+    return msg
+
+
+def level_int(level) -> int:
+    """A diagnostic level as int (the message constants are 1-byte ``bytes``)."""
+    return level[0] if isinstance(level, (bytes, bytearray)) else int(level)
+
+
+#: Diagnostic levels as ints.
+LEVEL_OK, LEVEL_WARN, LEVEL_ERROR, LEVEL_STALE = (
+    level_int(v) for v in (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
+                           DiagnosticStatus.STALE)
+)
+
+
+def diagnostic_array(stamp: Time, name: str, hardware_id: str, level, message: str,
+                     values: dict) -> DiagnosticArray:
+    """A one-status ``DiagnosticArray``.
+
+    Args:
+        level: ``DiagnosticStatus.OK``/``WARN``/``ERROR``/``STALE`` (bytes or int).
+        message: human-readable summary (the fallback reason).
+        values: key -> value, written with ``repr`` for floats so they round-trip exactly.
+    """
+    status = DiagnosticStatus(level=bytes([level_int(level)]), name=name, message=message,
+                              hardware_id=hardware_id)
+    status.values = [KeyValue(key=str(k), value=repr(v) if isinstance(v, float) else str(v))
+                     for k, v in values.items()]
+    return DiagnosticArray(header=_header(stamp), status=[status])
+
+
+def diagnostic_values(msg: DiagnosticArray) -> list[tuple[str, int, str, dict]]:
+    """(name, level, message, values) of each status of a ``DiagnosticArray``."""
+    out = []
+    for st in msg.status:
+        out.append((st.name, level_int(st.level), st.message, {kv.key: kv.value for kv in st.values}))
+    return out
+
+
+def _header(stamp: Time):
+    from std_msgs.msg import Header  # noqa: PLC0415 - only here
+
+    return Header(stamp=stamp)
+
+
+def _color(r: float, g: float, b: float, a: float = 1.0) -> ColorRGBA:
+    return ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a))
+
+
+def _palette(i: int) -> tuple[float, float, float]:
+    """Distinct colour of robot ``i`` (golden-angle hue walk)."""
+    h = (i * 0.618034) % 1.0
+    k = np.array([5.0, 3.0, 1.0])
+    rgb = 1.0 - 0.7 * np.clip(np.minimum(np.abs((h * 6.0 + k) % 6.0 - 3.0) - 1.0, 1.0), 0, 1)
+    return tuple(float(c) for c in rgb)
+
+
+def markers_msg(stamp: Time, frame_id: str, names, poses, goals, diameter_m: float,
+                safety_distance_m: float, obstacles) -> MarkerArray:
+    """RViz markers: robot bodies (with a heading arrow), safety discs, goals, obstacles.
+
+    Args:
+        names: robot namespaces [n]; poses: [n, 3] base poses; goals: [n, 2] goals [m].
+        diameter_m: body diameter [m]; safety_distance_m: centre distance kept [m] (the disc
+            drawn has this diameter so touching discs mean the limit).
+        obstacles: [O, 3] (x, y, r) [m].
+    """
+    out = MarkerArray()
+
+    def marker(ns, mid, mtype, x, y, sx, sy, sz, color, z=0.0):
+        m = Marker()
+        m.header.stamp = stamp
+        m.header.frame_id = frame_id
+        m.ns, m.id, m.type, m.action = ns, int(mid), mtype, Marker.ADD
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = float(x), float(y), float(z)
+        m.pose.orientation.w = 1.0
+        m.scale.x, m.scale.y, m.scale.z = float(sx), float(sy), float(sz)
+        m.color = color
+        return m
+
+    for i, (name, pose, goal) in enumerate(zip(names, poses, goals)):
+        rgb = _palette(i)
+        body = marker("robots", i, Marker.CYLINDER, pose[0], pose[1], diameter_m, diameter_m,
+                      0.05, _color(*rgb), 0.025)
+        body.text = name
+        out.markers.append(body)
+        arrow = marker("headings", i, Marker.ARROW, 0.0, 0.0, 0.01, 0.02, 0.0, _color(*rgb),
+                       0.05)
+        arrow.pose.orientation.w = 1.0
+        tip = 0.5 * diameter_m + 0.04
+        arrow.points = [Point(x=float(pose[0]), y=float(pose[1]), z=0.05),
+                        Point(x=float(pose[0] + tip * math.cos(pose[2])),
+                              y=float(pose[1] + tip * math.sin(pose[2])), z=0.05)]
+        out.markers.append(arrow)
+        out.markers.append(marker("safety_discs", i, Marker.CYLINDER, pose[0], pose[1],
+                                  safety_distance_m, safety_distance_m, 0.005,
+                                  _color(*rgb, 0.25), 0.0025))
+        out.markers.append(marker("goals", i, Marker.SPHERE, goal[0], goal[1], 0.04, 0.04, 0.04,
+                                  _color(*rgb, 0.8), 0.02))
+    for j, (x, y, r) in enumerate(obstacles):
+        out.markers.append(marker("obstacles", j, Marker.CYLINDER, x, y, 2 * r, 2 * r, 0.1,
+                                  _color(0.3, 0.3, 0.3), 0.05))
+    return out

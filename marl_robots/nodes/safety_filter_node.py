@@ -1,0 +1,287 @@
+"""``safety_filter_node``: the CBF safety filter of one robot, as a lifecycle node.
+
+Runs in the robot's namespace.  Inputs: ``odom`` (own), ``/<ns>/odom`` of every other fleet
+robot, ``cmd_vel_nominal`` (Twist).  Outputs: ``cmd_vel`` (Twist, linear.x = v,
+angular.z = omega) on every own odometry message, and ``diagnostics``
+(``diagnostic_msgs/DiagnosticArray``: filter status, slack, fallback reason) at
+``watchdog_rate_hz``.  The filter is ``marl_robots.controllers.safety_filter.filter_robots``,
+the very code the simulation runs, called with NumPy for this one robot (see ``onboard``).
+
+Fails closed - publishes zero velocity and says why - on: stale state (own or any fleet
+robot's odometry, or the nominal command, older than ``state_timeout_s``; checked by a watchdog
+on a steady clock so it also fires when ``/clock`` stops), garbage odometry (non-finite,
+non-unit quaternion, absurd position), non-finite commands and solver infeasibility.
+
+Lifecycle: configure validates parameters (failure names the parameter) and creates the
+interfaces; activate starts commanding; deactivate publishes one zero command and stops.  With
+``autostart`` (default) the node configures and activates itself and exits non-zero if
+configuration fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+
+from marl_robots.controllers.safety_filter import FilterStatus
+from marl_robots.nodes import conversions as conv
+from marl_robots.nodes.common import (
+    COMMAND_QOS,
+    DIAGNOSTICS_QOS,
+    STATE_QOS,
+    declare_parameters,
+    monotonic,
+    run,
+    steady_clock,
+)
+from marl_robots.nodes.onboard import (
+    SAFETY_FILTER_PARAMS,
+    ParameterError,
+    filter_command,
+    odometry_problem,
+    pipeline_setup,
+    resolve_node_fleet,
+)
+
+#: Fallback reasons (prefixes of the diagnostic message; tests match on them).
+STALE_STATE = "stale state"
+WAITING = "waiting for state"
+INVALID_ODOM = "invalid odometry"
+STALE_NOMINAL = "stale nominal command"
+INVALID_NOMINAL = "invalid nominal command"
+
+_LEVELS = {
+    FilterStatus.OK: conv.LEVEL_OK,
+    FilterStatus.RELAXED: conv.LEVEL_WARN,
+    FilterStatus.INFEASIBLE: conv.LEVEL_ERROR,
+    FilterStatus.INVALID_INPUT: conv.LEVEL_ERROR,
+}
+
+
+class SafetyFilterNode(LifecycleNode):
+    """Per-robot safety filter; ``failed`` holds (parameter, reason) if configuration failed."""
+
+    def __init__(self) -> None:
+        super().__init__("safety_filter")
+        self.failed = None
+        self.params = None
+        self._subs, self._timer = [], None
+        self.cmd_pub = self.diag_pub = None
+        self.active = False
+        try:
+            self.params = declare_parameters(self, SAFETY_FILTER_PARAMS)
+        except ParameterError as err:
+            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.get_logger().fatal(str(err))
+
+    # Lifecycle transitions -------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Validate parameters and create publishers, subscriptions and the watchdog."""
+        if self.failed:
+            return TransitionCallbackReturn.FAILURE
+        p = self.params
+        try:
+            self.fleet, self.index = resolve_node_fleet(p)
+            self.setup = pipeline_setup(p, self.fleet)
+        except ParameterError as err:
+            self.get_logger().fatal(f"failed to configure: {err}")
+            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            return TransitionCallbackReturn.FAILURE
+        self.timeout_s = float(p["state_timeout_s"])
+        self.max_position_m = float(p["max_position_m"])
+        n = len(self.fleet.robots)
+        self.robot_name = self.fleet.robots[self.index].name
+        self.poses = np.full((n, 3), np.nan)
+        self.arrival = np.full(n, -np.inf)
+        self.stamp = conv.time_msg(0.0)
+        self.nominal = np.zeros(2)
+        self.nominal_arrival = -np.inf
+        self.last = {"status": "inactive", "level": conv.LEVEL_WARN, "slack": 0.0,
+                     "command": np.zeros(2), "nominal": np.zeros(2), "filter_status": -1}
+        self.counts = {"commands": 0, "fallbacks": 0, "relaxed": 0}
+        self.cmd_pub = self.create_lifecycle_publisher(Twist, "cmd_vel", COMMAND_QOS)
+        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics",
+                                                        DIAGNOSTICS_QOS)
+        for j, name in enumerate(self.fleet.names):
+            topic = "odom" if j == self.index else f"/{name}/odom"
+            self._subs.append(self.create_subscription(Odometry, topic,
+                                                       partial(self._on_odom, j), STATE_QOS))
+        self._subs.append(self.create_subscription(Twist, "cmd_vel_nominal", self._on_nominal,
+                                                   COMMAND_QOS))
+        self._timer = self.create_timer(1.0 / float(p["watchdog_rate_hz"]), self._watchdog,
+                                        clock=steady_clock())
+        self.get_logger().info(
+            f"configured for {self.robot_name} (id {self.fleet.ids[self.index]}) with {n - 1} fleet "
+            f"neighbours; state timeout {self.timeout_s} s"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start commanding."""
+        ret = super().on_activate(state)
+        self.active = True
+        return ret
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Hand over to the fallback: one zero command, then stop publishing."""
+        self._publish(np.zeros(2), "deactivated", conv.LEVEL_WARN, -1, 0.0)
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Destroy what configure created."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Destroy what configure created."""
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        self.active = False
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for pub in (self.cmd_pub, self.diag_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.cmd_pub = self.diag_pub = None
+
+    # Callbacks ---------------------------------------------------------------------------------
+
+    def _on_nominal(self, msg: Twist) -> None:
+        self.nominal = conv.command_from_twist(msg)
+        self.nominal_arrival = monotonic()
+
+    def _on_odom(self, j: int, msg: Odometry) -> None:
+        self.poses[j] = conv.pose_from_odom(msg)
+        self.arrival[j] = monotonic()
+        if j == self.index:
+            self.stamp = msg.header.stamp
+            if self.active:
+                self._step()
+
+    def _input_problem(self, now: float) -> tuple[str, int] | None:
+        """Fallback reason and diagnostic level if the inputs cannot be trusted, else None."""
+        age = now - self.arrival
+        if not np.isfinite(self.arrival[self.index]):
+            return f"{WAITING}: no odometry from {self.robot_name} yet", conv.LEVEL_STALE
+        if age[self.index] > self.timeout_s:
+            return (f"{STALE_STATE}: own odometry {age[self.index]:.2f} s old "
+                    f"(timeout {self.timeout_s} s)", conv.LEVEL_STALE)
+        for j in np.flatnonzero(age > self.timeout_s):
+            name = self.fleet.robots[j].name
+            if not np.isfinite(self.arrival[j]):
+                return f"{WAITING}: no odometry from {name} yet", conv.LEVEL_STALE
+            return (f"{STALE_STATE}: odometry of {name} {age[j]:.2f} s old "
+                    f"(timeout {self.timeout_s} s)", conv.LEVEL_STALE)
+        for j, pose in enumerate(self.poses):
+            problem = odometry_problem(pose, self.max_position_m)
+            if problem:
+                return (f"{INVALID_ODOM} from {self.fleet.robots[j].name}: {problem}",
+                        conv.LEVEL_ERROR)
+        if now - self.nominal_arrival > self.timeout_s:
+            return f"{STALE_NOMINAL}: none within {self.timeout_s} s", conv.LEVEL_STALE
+        if not np.all(np.isfinite(self.nominal)):
+            return f"{INVALID_NOMINAL}: non-finite", conv.LEVEL_ERROR
+        return None
+
+    def _step(self) -> None:
+        """Filter the nominal command for the newest state (or fall back) and publish."""
+        problem = self._input_problem(monotonic())
+        if problem is not None:
+            self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
+            return
+        result = filter_command(self.poses, self.index, self.nominal, self.setup)
+        command = result.command
+        if not np.all(np.isfinite(command)):  # never publish a NaN, whatever happened
+            command = np.zeros(2)
+        self._publish(command, result.reason, _LEVELS[FilterStatus(result.status)],
+                      result.status, result.slack)
+
+    def _watchdog(self) -> None:
+        """Brake on stale own state (no odometry arrives to trigger ``_step``); diagnostics."""
+        if not self.active:
+            return
+        now = monotonic()
+        if now - self.arrival[self.index] > self.timeout_s:
+            problem = self._input_problem(now)
+            self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
+        self._publish_diagnostics()
+
+    def _publish(self, command, reason: str, level: int, status: int, slack: float) -> None:
+        if self.cmd_pub is None:
+            return
+        self.cmd_pub.publish(conv.twist_msg(command))
+        self.counts["commands"] += 1
+        if status < 0 or status >= FilterStatus.INFEASIBLE:
+            self.counts["fallbacks"] += 1
+        if status == FilterStatus.RELAXED:
+            self.counts["relaxed"] += 1
+        # Log when the kind of status changes, not when only the numbers in it do.
+        changed = reason.split(":")[0] != self.last["status"].split(":")[0]
+        self.last = {"status": reason, "level": level, "slack": slack, "command": command,
+                     "nominal": self.nominal, "filter_status": status}
+        if changed:
+            # Separate call sites: rclpy pins one severity per logging call site.
+            if level == conv.LEVEL_OK:
+                self.get_logger().info(f"filter status: {reason}")
+            else:
+                self.get_logger().warning(f"filter status: {reason}")
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        if self.diag_pub is None:
+            return
+        last = self.last
+        values = {
+            "status": last["filter_status"],
+            "slack": float(last["slack"]),
+            "fallback": last["level"] not in (conv.LEVEL_OK, conv.LEVEL_WARN),
+            "cmd_v": float(last["command"][0]),
+            "cmd_omega": float(last["command"][1]),
+            "nominal_v": float(last["nominal"][0]),
+            "nominal_omega": float(last["nominal"][1]),
+            "input_stamp": conv.time_to_sec(self.stamp),
+            **self.counts,
+        }
+        self.diag_pub.publish(conv.diagnostic_array(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: {self.robot_name}",
+            self.robot_name, last["level"], last["status"], values))
+
+
+def make_node() -> SafetyFilterNode:
+    """Build the node and, with ``autostart``, configure and activate it.
+
+    Returns:
+        The node; its ``failed`` attribute is set when configuration failed under autostart.
+    """
+    node = SafetyFilterNode()
+    if node.failed or not node.params["autostart"]:
+        return node
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.failed = node.failed or ("autostart", "configure transition failed")
+        return node
+    node.trigger_activate()
+    return node
+
+
+def main(args=None) -> int:
+    """Entry point of ``safety_filter_node``: 0 on SIGINT, 1 if configuration fails."""
+    return run(make_node, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Per-robot expansion and fleet files: pure, run everywhere (no rclpy, no launch)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from marl_robots.core.config import ConfigError
+from marl_robots.nodes import expansion
+from marl_robots.nodes.expansion import (
+    HardwareBackendError,
+    expand_swarm,
+    ros_arguments,
+)
+from marl_robots.nodes.fleet import fleet_from_scenario, fleet_to_dict, load_fleet
+
+#: Fleet files store poses rounded to 1 um / 1 urad.
+FLEET_FILE_ATOL = 1e-6
+
+
+def test_expansion_of_n_robots_gives_one_sim_and_two_nodes_per_robot():
+    specs = expand_swarm(robots=8)
+    assert [s.executable for s in specs[:1]] == ["sim_node"]
+    per_robot = specs[1:]
+    assert len(per_robot) == 16
+    namespaces = sorted({s.namespace for s in per_robot})
+    assert namespaces == [f"/robot_{i}" for i in range(8)]
+    fqns = [s.fqn for s in specs]
+    assert len(set(fqns)) == len(fqns), "every node needs a unique fully qualified name"
+    for s in per_robot:
+        assert s.executable in ("controller_node", "safety_filter_node")
+        assert s.parameters["fleet_ids"] == list(range(8))
+        assert s.parameters["fleet_namespaces"] == [f"robot_{i}" for i in range(8)]
+        assert s.namespace == f"/robot_{s.parameters['robot_id']}"
+        assert s.parameters["use_sim_time"] is True
+        assert all(p.endswith(".yaml") for p in s.param_files)
+    assert specs[0].namespace == "/"
+    assert specs[0].parameters["robots"] == 8
+
+
+def test_expansion_of_a_fleet_file_uses_its_names_and_ids(tmp_path):
+    fleet = fleet_from_scenario(3)
+    data = fleet_to_dict(fleet)
+    for i, r in enumerate(data["fleet"]["robots"]):
+        r["name"], r["id"] = f"gritsbot_{10 + i}", 10 + i
+    data["fleet"]["obstacles"] = [[0.0, 0.0, 0.1]]
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    specs = expand_swarm(fleet_file=str(path))
+    ns = sorted({s.namespace for s in specs[1:]})
+    assert ns == ["/gritsbot_10", "/gritsbot_11", "/gritsbot_12"]
+    ctrl = [s for s in specs if s.executable == "controller_node"][0]
+    assert ctrl.parameters["fleet_ids"] == [10, 11, 12]
+    assert ctrl.parameters["obstacles"] == [0.0, 0.0, 0.1]
+    assert specs[0].parameters["fleet_file"] == str(path)
+
+
+def test_hardware_backend_fails_with_a_clear_message():
+    with pytest.raises(HardwareBackendError, match="backend:=hardware is not wired yet"):
+        expand_swarm(robots=2, backend="hardware")
+    with pytest.raises(ValueError, match="unknown backend 'gazebo'; known backends: sim"):
+        expand_swarm(robots=2, backend="gazebo")
+
+
+def test_missing_fleet_file_and_bad_robot_count_are_named():
+    with pytest.raises(FileNotFoundError, match="no_such_fleet.yaml"):
+        expand_swarm(fleet_file="no_such_fleet.yaml")
+    with pytest.raises(ValueError, match="robots must be >= 1"):
+        expand_swarm(robots=0)
+
+
+def test_ros_arguments_encode_names_files_and_typed_parameters():
+    spec = expand_swarm(robots=2)[1]
+    args = ros_arguments(spec)
+    assert args[:5] == ["--ros-args", "-r", f"__node:={spec.name}", "-r",
+                        f"__ns:={spec.namespace}"]
+    assert "--params-file" in args
+    pairs = [args[i + 1] for i, a in enumerate(args) if a == "-p"]
+    assert 'fleet_namespaces:=["robot_0", "robot_1"]' in pairs
+    assert "fleet_ids:=[0, 1]" in pairs
+    assert "use_sim_time:=true" in pairs
+    # Doubles must stay doubles (an int would not match the declared double parameter).
+    assert any(p.startswith("arena:=[-1.6, 1.6") for p in pairs)
+    assert expansion._param_value(1.0) == "1.0"
+
+
+def test_shipped_fleet_file_matches_the_antipodal_scenario():
+    shipped = load_fleet("antipodal_8.yaml")
+    scenario = fleet_from_scenario(8, "antipodal")
+    assert shipped.names == scenario.names and shipped.ids == scenario.ids
+    for a, b in zip(shipped.robots, scenario.robots):
+        assert a.initial_pose == pytest.approx(b.initial_pose, abs=FLEET_FILE_ATOL)
+        assert a.goal == pytest.approx(b.goal, abs=FLEET_FILE_ATOL)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f["robots"][0].update(colour="red"), "unknown key 'colour'"),
+        (lambda f: f["robots"][1].update(id=0), "unique"),
+        (lambda f: f["robots"][0].update(name="robot 0"), "not a valid ROS name"),
+        (lambda f: f["robots"][0].update(initial_pose=[0.0, 1.0]), "expected 3 items"),
+        (lambda f: f.update(robots=[]), "at least one robot"),
+    ],
+)
+def test_fleet_file_errors_name_the_problem(tmp_path, mutate, message):
+    data = fleet_to_dict(fleet_from_scenario(2))
+    mutate(data["fleet"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_fleet(path)
