@@ -6,6 +6,7 @@ entry is held to the same contract the moment it is registered.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -32,6 +33,8 @@ SMALL_DT_S = 1e-6
 FD_VEL_ATOL = 1e-5
 #: float32 agreement between the JAX and NumPy paths of the same function [m, rad].
 F32_ATOL = 1e-5
+#: Displacement of one float32 step vs the same step in float64 [m] (steps are ~7 mm).
+F32_STEP_ATOL_M = 1e-6
 #: Exact arc vs 200 000-substep Euler integration over one long step [m, rad].
 EULER_ATOL = 1e-5
 #: Round trip of the point-velocity maps in float64 [m/s].
@@ -53,8 +56,9 @@ def _params64() -> GroundParams:
 
 def _rotate(u_body, yaw):
     c, s = np.cos(yaw), np.sin(yaw)
-    return np.stack([c * u_body[..., 0] - s * u_body[..., 1],
-                     s * u_body[..., 0] + c * u_body[..., 1]], axis=-1)
+    return np.stack(
+        [c * u_body[..., 0] - s * u_body[..., 1], s * u_body[..., 0] + c * u_body[..., 1]], axis=-1
+    )
 
 
 def _to_body(u, yaw):
@@ -146,8 +150,11 @@ def test_robot_point_velocity_maps_are_inverse(robot):
     params = _params64()
     _, yaw, action = _random_robot_inputs(50, rng)
     u = rng.normal(scale=0.3, size=(50, 2))
-    assert_allclose(robot.to_point_velocity(robot.from_point_velocity(u, yaw, params), yaw,
-                                            params), u, atol=MAP_ATOL)
+    assert_allclose(
+        robot.to_point_velocity(robot.from_point_velocity(u, yaw, params), yaw, params),
+        u,
+        atol=MAP_ATOL,
+    )
     u_of_action = robot.to_point_velocity(action, yaw, params)
     assert_allclose(robot.from_point_velocity(u_of_action, yaw, params), action, atol=MAP_ATOL)
 
@@ -188,14 +195,33 @@ def test_robot_step_respects_its_limits(robot, action_scale):
     assert np.all(np.linalg.norm(vel, axis=-1) <= lim.speed_max + FD_VEL_ATOL)
 
 
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_robot_step_float32_matches_float64(robot, xp):
+    """A float32 step moves robots as far as a float64 one, slight turns included."""
+    rng = np.random.default_rng(5)
+    n = 400
+    pos, yaw, action = _random_robot_inputs(n, rng, action_scale=0.3)
+    # Components from 1e-8 to 1: near-zero turn rates are where an arc formula can cancel.
+    action = action * 10.0 ** rng.uniform(-8.0, 0.0, size=(n, 2))
+    pos32, yaw32, action32 = (a.astype(np.float32) for a in (pos, yaw, action))
+    p32 = GroundParams(*(np.float32(v) for v in GroundParams()))
+    new32, _ = robot.step(
+        xp.asarray(pos32), xp.asarray(yaw32), xp.asarray(action32), p32, DT_S, xp
+    )
+    start = pos32.astype(np.float64)
+    new64, _ = robot.step(
+        start, yaw32.astype(np.float64), action32.astype(np.float64), _params64(), DT_S, np
+    )
+    assert_allclose(np.asarray(new32, np.float64) - start, new64 - start, atol=F32_STEP_ATOL_M)
+
+
 def test_unicycle_clips_v_and_omega():
     uni = ROBOTS.get("unicycle")
     p = _params64()
     pos = np.array([[0.1, -0.2], [0.0, 0.0], [0.3, 0.3]])
     yaw = np.array([0.3, -1.0, 2.5])
     big = np.array([[1.0, 10.0], [-3.0, -50.0], [0.5, -4.0]])
-    capped = np.array([[p.v_max, p.omega_max], [-p.v_max, -p.omega_max],
-                       [p.v_max, -p.omega_max]])
+    capped = np.array([[p.v_max, p.omega_max], [-p.v_max, -p.omega_max], [p.v_max, -p.omega_max]])
     got = uni.step(pos, yaw, big, p, DT_S)
     ref = uni.step(pos, yaw, capped, p, DT_S)
     assert_allclose(got[0], ref[0], atol=MAP_ATOL)
@@ -249,6 +275,12 @@ def test_unicycle_exact_arc_matches_fine_euler():
 # ============================================================================ scenarios
 
 
+@functools.cache
+def _jitted_scenario(name):
+    """One jitted layout function per scenario (compiled once per n across tests)."""
+    return jax.jit(SCENARIOS.get(name), static_argnums=(1, 2, 3))
+
+
 def _layout_cases():
     return list(itertools.product(SCENARIO_NAMES, SCENARIO_N))
 
@@ -261,17 +293,14 @@ def _min_pair_distance(points):
 
 @pytest.mark.parametrize(("name", "n"), _layout_cases())
 def test_scenario_layout_contract(name, n):
-    fn = SCENARIOS.get(name)
-    jitted = jax.jit(fn, static_argnums=(1, 2, 3))
+    jitted = _jitted_scenario(name)
     half = np.array(ARENA_M) / 2.0
     for seed in SCENARIO_KEYS:
         key = jax.random.PRNGKey(seed)
         layout = jitted(key, n, ARENA_M, MAX_OBSTACLES)
-        again = jitted(key, n, ARENA_M, MAX_OBSTACLES)
-        eager = fn(key, n, ARENA_M, MAX_OBSTACLES)
-        for a, b, c in zip(layout, again, eager):
+        again = jitted(jax.random.PRNGKey(seed), n, ARENA_M, MAX_OBSTACLES)
+        for a, b in zip(layout, again, strict=True):
             assert_array_equal(np.asarray(a), np.asarray(b))
-            assert_allclose(np.asarray(a), np.asarray(c), atol=LAYOUT_ATOL_M)
         pos, yaw, goal = (np.asarray(a, np.float64) for a in layout[:3])
         obstacles, mask = np.asarray(layout.obstacles), np.asarray(layout.obstacle_mask)
         assert pos.shape == goal.shape == (n, 2) and yaw.shape == (n,)
@@ -299,7 +328,7 @@ def test_scenario_layout_contract(name, n):
 
 
 def test_random_scenario_depends_on_key():
-    fn = jax.jit(SCENARIOS.get("random"), static_argnums=(1, 2, 3))
+    fn = _jitted_scenario("random")
     a = fn(jax.random.PRNGKey(0), 16, ARENA_M, MAX_OBSTACLES)
     b = fn(jax.random.PRNGKey(1), 16, ARENA_M, MAX_OBSTACLES)
     assert not np.allclose(np.asarray(a.pos), np.asarray(b.pos))
@@ -350,14 +379,15 @@ def test_task_reset_step_jit_vmap(task_name, robot_name, scenario_name):
     assert state.goal.shape == (ENVS, n, 2)
     assert state.t.shape == (ENVS,) and np.all(np.asarray(state.t) == 0)
     assert np.all(np.asarray(state.reached_step) == -1)
-    for a, b in zip(state, reset(keys, params)):
+    for a, b in zip(state, reset(keys, params), strict=True):
         assert_array_equal(np.asarray(a), np.asarray(b))
     # Control points start on the scenario's starts; goals are the scenario's goals.
-    layout = SCENARIOS.get(scenario_name)(keys[1], n, task.config.arena_m, MAX_OBSTACLES)
+    layout = _jitted_scenario(scenario_name)(keys[1], n, task.config.arena_m, MAX_OBSTACLES)
     one = jax.tree.map(lambda x: x[1], state)
     p1 = jax.tree.map(lambda x: x[1], params)
-    assert_allclose(np.asarray(task.control_points(one, p1)), np.asarray(layout.pos),
-                    atol=F32_ATOL)
+    assert_allclose(
+        np.asarray(task.control_points(one, p1)), np.asarray(layout.pos), atol=F32_ATOL
+    )
     assert_allclose(np.asarray(one.goal), np.asarray(layout.goal), atol=F32_ATOL)
 
     # One step, the robots' full speed straight ahead, different v_max per environment.
@@ -368,7 +398,8 @@ def test_task_reset_step_jit_vmap(task_name, robot_name, scenario_name):
     step = jax.jit(jax.vmap(task.step, in_axes=(0, 0, 0)))
     nxt, metrics = step(state, action, params)
     nxt2, metrics2 = step(state, action, params)
-    for a, b in zip(jax.tree.leaves((nxt, metrics)), jax.tree.leaves((nxt2, metrics2))):
+    leaves = jax.tree.leaves((nxt, metrics)), jax.tree.leaves((nxt2, metrics2))
+    for a, b in zip(*leaves, strict=True):
         assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.all(np.asarray(nxt.t) == 1)
     moved = np.linalg.norm(np.asarray(nxt.pos - state.pos), axis=-1) / task.config.dt_s
@@ -378,7 +409,7 @@ def test_task_reset_step_jit_vmap(task_name, robot_name, scenario_name):
     assert metrics.at_goal.shape == (ENVS, n) and metrics.at_goal.dtype == bool
     assert metrics.obstacle_clearance_m.shape == (ENVS,)
     ref = jax.vmap(task.metrics)(nxt, params)
-    for a, b in zip(metrics, ref):
+    for a, b in zip(metrics, ref, strict=True):
         assert_allclose(np.asarray(a), np.asarray(b), atol=F32_ATOL)
     assert np.all(np.asarray(metrics.min_separation_m) > 0.2), "a spaced layout, one step on"
     assert np.all(np.asarray(metrics.colliding_pairs) == 0)
@@ -389,9 +420,12 @@ def test_task_reset_step_jit_vmap(task_name, robot_name, scenario_name):
 def _hand_state(task, pos, yaw, goal):
     o = task.config.max_obstacles
     return NavState(
-        pos=jnp.asarray(pos, jnp.float32), yaw=jnp.asarray(yaw, jnp.float32),
-        goal=jnp.asarray(goal, jnp.float32), obstacles=jnp.zeros((o, 3), jnp.float32),
-        obstacle_mask=jnp.zeros((o,), bool), t=jnp.int32(0),
+        pos=jnp.asarray(pos, jnp.float32),
+        yaw=jnp.asarray(yaw, jnp.float32),
+        goal=jnp.asarray(goal, jnp.float32),
+        obstacles=jnp.zeros((o, 3), jnp.float32),
+        obstacle_mask=jnp.zeros((o,), bool),
+        t=jnp.int32(0),
         reached_step=jnp.full((pos.shape[0],), -1, jnp.int32),
     )
 
@@ -406,19 +440,21 @@ def test_navigation_reached_step_records_first_arrival(robot_name):
     points = np.asarray(task.control_points(state, params))
     tol = task.config.goal_tolerance_m
     # Robot 0 sits on its goal, robot 1 just inside the tolerance, robot 2 far away.
-    goal = points + np.array([[0.0, 0.0], [0.0, 0.8 * tol], [1.0, 0.0]], np.float32)
+    goal = points + np.array([[0.0, 0.0], [0.0, 0.8 * tol], [1.0, 0.1]], np.float32)
     state = state._replace(goal=jnp.asarray(goal))
     zero = jnp.zeros((3, 2), jnp.float32)
     step = jax.jit(task.step)
     s1, m1 = step(state, zero, params)
     assert np.asarray(m1.at_goal).tolist() == [True, True, False]
     assert np.asarray(s1.reached_step).tolist() == [1, 1, -1]
-    # Moving everyone's goal away does not erase the first arrival; robot 2 arrives at t=2.
-    s1 = s1._replace(goal=jnp.asarray(goal + np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]],
-                                                        np.float32)))
+    # Moving everyone's goal away does not erase the first arrival.
+    s1 = s1._replace(
+        goal=jnp.asarray(goal + np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32))
+    )
     s2, m2 = step(s1, zero, params)
     assert np.asarray(m2.at_goal).tolist() == [False, False, False]
     assert np.asarray(s2.reached_step).tolist() == [1, 1, -1]
+    # Everyone back on their goals at t=3: only robot 2's first arrival is new.
     s2 = s2._replace(goal=jnp.asarray(points))
     s3, _ = step(s2, zero, params)
     assert np.asarray(s3.reached_step).tolist() == [1, 1, 3]
@@ -435,13 +471,13 @@ def test_navigation_metrics_collisions_and_clearance(robot_name):
         obstacles=state.obstacles.at[0].set(jnp.array([1.0, 0.5, 0.2])),
         obstacle_mask=state.obstacle_mask.at[0].set(True),
     )
-    m = task.metrics(state, params)
+    metrics = jax.jit(task.metrics)
+    m = metrics(state, params)
     assert_allclose(float(m.min_separation_m), 0.05, atol=F32_ATOL)
     assert int(m.colliding_pairs) == 1
     # Robot 2 is 0.5 m from the obstacle centre: 0.5 - 0.2 - 0.055 of surface clearance.
     assert_allclose(float(m.obstacle_clearance_m), 0.5 - 0.2 - 0.5 * 0.11, atol=F32_ATOL)
-    no_obs = task.metrics(state._replace(obstacle_mask=jnp.zeros_like(state.obstacle_mask)),
-                          params)
+    no_obs = metrics(state._replace(obstacle_mask=jnp.zeros_like(state.obstacle_mask)), params)
     assert np.isinf(float(no_obs.obstacle_clearance_m))
 
 

@@ -270,7 +270,7 @@ def _check_graph(graph, pos, k, radius, alive=None):
         real = mask[i]
         assert real.sum() == len(expected), f"robot {i}: wrong neighbour count"
         # Real slots come first and are sorted by distance.
-        assert np.all(real[: len(expected)]) and not np.any(real[len(expected):])
+        assert np.all(real[: len(expected)]) and not np.any(real[len(expected) :])
         assert_allclose(distance[i, real], expected, atol=DIST_ATOL_M)
         assert np.all(np.diff(distance[i, real]) >= -DIST_ATOL_M)
         nbrs = index[i, real]
@@ -315,8 +315,9 @@ def test_neighbour_graph_jax_is_k_nearest_and_agrees_with_numpy(pos, k, radius):
     d = _brute_force(pos, np.inf)
     rows = np.arange(len(pos))[:, None]
     real = g_np.mask
-    assert_allclose(d[rows, np.asarray(g_jax.index)][real], d[rows, g_np.index][real],
-                    atol=DIST_ATOL_M)
+    assert_allclose(
+        d[rows, np.asarray(g_jax.index)][real], d[rows, g_np.index][real], atol=DIST_ATOL_M
+    )
 
 
 @settings(max_examples=40)
@@ -343,7 +344,11 @@ def test_neighbour_graph_k_clipped_and_single_robot():
     assert g.index.shape == (3, 2)
     assert_allclose(np.asarray(g.distance[0]), [0.5, 1.0], atol=DIST_ATOL_M)
     assert np.asarray(g.index[0]).tolist() == [2, 1]
-    for graph in (neighbour_graph(jnp.zeros((1, 2)), 3, 1.0), neighbour_graph_np(np.zeros((1, 2)), 3, 1.0)):
+    single = (
+        neighbour_graph(jnp.zeros((1, 2)), 3, 1.0),
+        neighbour_graph_np(np.zeros((1, 2)), 3, 1.0),
+    )
+    for graph in single:
         assert graph.index.shape == graph.mask.shape == graph.distance.shape == (1, 0)
 
 
@@ -359,7 +364,7 @@ def test_neighbour_graph_jit_and_vmap_over_batch():
         one = jax.tree.map(lambda x, b=b: x[b], out)
         _check_graph(one, batch[b], 4, float(radii[b]), alive[b])
         eager = neighbour_graph(jnp.asarray(batch[b]), 4, float(radii[b]), jnp.asarray(alive[b]))
-        for got, ref in zip(one, eager):
+        for got, ref in zip(one, eager, strict=True):
             assert_allclose(np.asarray(got), np.asarray(ref), atol=DIST_ATOL_M)
 
 
@@ -394,8 +399,9 @@ def test_yaw_quat_round_trip(yaw):
     assert q[0] == 0.0 and q[1] == 0.0
     assert math.isclose(sum(c * c for c in q), 1.0, abs_tol=ANGLE_ATOL_RAD)
     back = quat_to_yaw(*q)
-    # -pi and +pi are the same heading.
-    assert abs(wrap_angle(back - yaw)) <= ANGLE_ATOL_RAD or abs(abs(back - yaw) - 2 * math.pi) < 1e-9
+    # -pi and +pi are the same heading, so compare the wrapped difference.
+    diff = float(wrap_angle(back - yaw))
+    assert min(abs(diff), abs(abs(diff) - 2 * math.pi)) <= ANGLE_ATOL_RAD
 
 
 @given(st.floats(-100.0, 100.0))

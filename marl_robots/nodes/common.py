@@ -7,6 +7,7 @@ and transient-local (late joiners get the last value); diagnostics are reliable.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -91,6 +92,23 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+def make_executor():
+    """The executor nodes spin in.
+
+    ``MARL_ROBOTS_EXECUTOR=events`` selects rclpy's experimental ``EventsExecutor`` (Jazzy and
+    newer; much less per-callback overhead); the default is the ``SingleThreadedExecutor``
+    that every distribution has.
+    """
+    if os.environ.get("MARL_ROBOTS_EXECUTOR", "").lower() == "events":
+        try:
+            from rclpy.experimental import EventsExecutor  # noqa: PLC0415
+        except ImportError:
+            pass
+        else:
+            return EventsExecutor()
+    return SingleThreadedExecutor()
+
+
 def run(make_node: Callable[[], object], args=None) -> int:
     """Create a node, spin it, and map the outcome to a process exit code.
 
@@ -110,7 +128,7 @@ def run(make_node: Callable[[], object], args=None) -> int:
         failed = getattr(node, "failed", None)
         if failed:
             raise ParameterError(*failed)
-        executor = SingleThreadedExecutor()
+        executor = make_executor()
         executor.add_node(node)
         executor.spin()
     except ParameterError as err:

@@ -54,7 +54,12 @@ class NodeProcess:
     def __init__(self, module: str, ros_args: list[str], env: dict, log_dir: Path, tag: str):
         self.tag = tag
         self.interrupted = False
-        self.log_path = log_dir / f"{tag.strip('/').replace('/', '_') or 'node'}.log"
+        stem = tag.strip("/").replace("/", "_") or "node"
+        self.log_path = log_dir / f"{stem}.log"
+        for k in itertools.count(1):  # two processes with one node name get two logs
+            if not self.log_path.exists():
+                break
+            self.log_path = log_dir / f"{stem}.{k}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *ros_args],

@@ -151,10 +151,13 @@ def test_stopping_the_simulator_makes_every_filter_brake_for_stale_state(stack):
     assert stack.reached, "the stack run did not get far enough to stop the simulator"
     for i in range(N_ROBOTS):
         braked = _braked_since(stack, i)
-        assert braked is not None, f"robot_{i}: no zero command with 'stale state' reported"
+        seen = (f"robot_{i}: commands after the kill "
+                f"{[(round(t - stack.t_kill, 3), v, w) for t, v, w in stack.cmds[i] if t >= stack.t_kill][:8]}, "
+                f"reports {[(round(t - stack.t_kill, 3), m) for t, m in stack.diags[i] if t >= stack.t_kill][:4]}")
+        assert braked is not None, f"no zero command with 'stale state' reported; {seen}"
         t_zero, t_stale = braked
-        assert t_zero - stack.t_kill <= 2 * STATE_TIMEOUT_S, f"robot_{i}"
-        assert t_stale - stack.t_kill <= 2 * STATE_TIMEOUT_S, f"robot_{i}"
+        assert t_zero - stack.t_kill <= 2 * STATE_TIMEOUT_S, seen
+        assert t_stale - stack.t_kill <= 2 * STATE_TIMEOUT_S, seen
 
 
 def test_sigint_stops_every_process_with_exit_code_zero(stack):

@@ -1,0 +1,280 @@
+"""Benchmark: odom-in -> cmd_vel-out latency of ``safety_filter_node`` (not a test).
+
+Starts one ``safety_filter_node`` process per robot (``--robots``, default 16, loopback-only
+discovery on a private domain) and drives them from this process at ``--rate-hz`` (default
+100): every period it publishes each robot's nominal command and the odometry of every robot;
+each filter answers its own odometry with one ``cmd_vel``.  Latency is measured per robot from
+just before its odometry is published to the arrival of its ``cmd_vel``, so it includes DDS
+transport both ways and this driver's own Python overhead.  Also reported: the achieved control
+rate (commands per robot per second) and, for reference, the compute time of the pure filter
+call alone.
+
+    python -m marl_robots.nodes.latency_bench --robots 16 --rate-hz 100 --duration-s 10 \
+        --json ros_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: Target p99 latency [ms].
+TARGET_P99_MS = 2.0
+
+
+def machine_description() -> dict:
+    """CPU model, core count, OS, Python and ROS middleware of this machine."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ros_distro": os.environ.get("ROS_DISTRO", "none (ros-* wheels)"),
+        "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+    }
+
+
+def percentiles(samples_s, qs=(50, 90, 99)) -> dict:
+    """Percentiles [ms] (plus max and count) of latencies given in seconds."""
+    arr = np.asarray(samples_s, dtype=float) * 1e3
+    if arr.size == 0:
+        return {f"p{q}_ms": math.nan for q in qs} | {"max_ms": math.nan, "count": 0}
+    out = {f"p{q}_ms": float(np.percentile(arr, q)) for q in qs}
+    return out | {"max_ms": float(arr.max()), "count": int(arr.size)}
+
+
+def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dict:
+    """Time of the pure per-robot filter call (``onboard.filter_command``) alone.
+
+    Args:
+        robots: fleet size.
+        crowded: robots packed closer than the safety distance, so that every call takes the
+            relaxed (interior-point) path: the worst case.  Otherwise the start layout.
+        repeats: calls timed.
+    """
+    from marl_robots.nodes.expansion import fleet_parameters  # noqa: PLC0415
+    from marl_robots.nodes.fleet import fleet_from_scenario  # noqa: PLC0415
+    from marl_robots.nodes.onboard import (  # noqa: PLC0415
+        SAFETY_FILTER_PARAMS,
+        filter_command,
+        param_defaults,
+        pipeline_setup,
+    )
+
+    fleet = fleet_from_scenario(robots)
+    params = param_defaults(SAFETY_FILTER_PARAMS) | fleet_parameters(fleet, 0)
+    params.setdefault("obstacles", [])
+    setup = pipeline_setup(params, fleet)
+    poses = _bench_poses(fleet, crowded)
+    times = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        filter_command(poses, k % robots, np.array([0.2, 0.0]), setup)
+        times.append(time.perf_counter() - t0)
+    return percentiles(times)
+
+
+def _bench_poses(fleet, crowded: bool = False) -> np.ndarray:
+    """Start poses of the fleet (every neighbour within sensing range gives a barrier row), or
+    the same layout shrunk 5x so that neighbours overlap and the filter must relax."""
+    start = np.array([r.initial_pose for r in fleet.robots], dtype=float)
+    if crowded:
+        start[:, :2] *= 0.2
+    return start
+
+
+def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
+              filters: int | None = None, startup_timeout_s: float = 120.0) -> dict:
+    """Start the filters, drive them, and return the measured statistics.
+
+    Args:
+        robots: fleet size (odometry of all of them is published every period).
+        rate_hz: odometry rate per robot [Hz].
+        duration_s, warmup_s: measured and discarded durations [s].
+        filters: filter processes started, for the first ``filters`` robots (default: all).
+    """
+    import rclpy  # noqa: PLC0415
+    from geometry_msgs.msg import Twist  # noqa: PLC0415
+    from nav_msgs.msg import Odometry  # noqa: PLC0415
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+
+    from marl_robots.nodes import conversions as conv  # noqa: PLC0415
+    from marl_robots.nodes.common import COMMAND_QOS, STATE_QOS  # noqa: PLC0415
+    from marl_robots.nodes.expansion import expand_swarm, ros_arguments  # noqa: PLC0415
+    from marl_robots.nodes.fleet import fleet_from_scenario  # noqa: PLC0415
+
+    domain = 1 + os.getpid() % 232
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    fleet = fleet_from_scenario(robots)
+    specs = [s for s in expand_swarm(robots=robots, use_sim_time=False,
+                                     filter_overrides={"state_timeout_s": 1.0})
+             if s.executable == "safety_filter_node"][: filters or robots]
+    procs = [subprocess.Popen([sys.executable, "-m", s.module, *ros_arguments(s)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True) for s in specs]
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("latency_bench", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    n = len(specs)
+    sent = np.full(n, math.nan)
+    latencies, responses = [], np.zeros(n, dtype=int)
+    state = {"measuring": False, "unmatched": 0}
+
+    def on_cmd(i, msg):
+        now = time.perf_counter()
+        if not math.isnan(sent[i]):
+            if state["measuring"]:
+                latencies.append(now - sent[i])
+                responses[i] += 1
+            sent[i] = math.nan
+        elif state["measuring"]:
+            state["unmatched"] += 1
+
+    odom_pubs = [node.create_publisher(Odometry, f"/{name}/odom", STATE_QOS)
+                 for name in fleet.names]
+    nom_pubs = [node.create_publisher(Twist, f"/{name}/cmd_vel_nominal", COMMAND_QOS)
+                for name in fleet.names]
+    for i, name in enumerate(fleet.names[:n]):
+        node.create_subscription(Twist, f"/{name}/cmd_vel", lambda m, i=i: on_cmd(i, m),
+                                 COMMAND_QOS)
+    poses = _bench_poses(fleet)
+    nominal = conv.twist_msg((0.2, 0.0))
+    period = 1.0 / rate_hz
+    try:
+        # Wait until every filter is up and answering (discovery + start-up).
+        ready = np.zeros(n, dtype=bool)
+        deadline = time.monotonic() + startup_timeout_s
+        while not ready.all():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"filters not answering: {np.flatnonzero(~ready).tolist()}")
+            _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv)
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.005)
+            ready |= np.isnan(sent)
+        t_start = time.perf_counter()
+        next_tick = t_start
+        t_measure = t_start + warmup_s
+        t_end = t_measure + duration_s
+        ticks = 0
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                break
+            if now >= next_tick:
+                state["measuring"] = now >= t_measure
+                if state["measuring"]:
+                    ticks += 1
+                _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv)
+                next_tick += period
+                if next_tick < now:  # we fell behind: do not burst to catch up
+                    next_tick = now + period
+            executor.spin_once(timeout_sec=max(0.0, min(0.002, next_tick - time.perf_counter())))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        codes = [p.wait(timeout=30) for p in procs]
+    stats = percentiles(latencies)
+    return {
+        "robots": robots,
+        "filter_processes": n,
+        "target_rate_hz": rate_hz,
+        "driver_rate_hz": ticks / duration_s,
+        "achieved_control_rate_hz": float(responses.mean() / duration_s),
+        "min_robot_control_rate_hz": float(responses.min() / duration_s),
+        "unmatched_commands": state["unmatched"],
+        "latency": stats,
+        "target_p99_ms": TARGET_P99_MS,
+        "meets_target": bool(stats["p99_ms"] <= TARGET_P99_MS),
+        "exit_codes": codes,
+    }
+
+
+def _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv) -> None:
+    """One period of inputs: nominal commands, then every robot's odometry."""
+    stamp = node.get_clock().now().to_msg()
+    for pub in nom_pubs:
+        pub.publish(nominal)
+    msgs = [conv.odom_msg(pose, (0.0, 0.0), stamp, "world", f"{name}/base_link")
+            for pose, name in zip(poses, fleet.names)]
+    # Robots without a filter under test first, so that the driver is free to receive as
+    # soon as the measured odometry is out.
+    order = [*range(len(sent), len(msgs)), *range(len(sent))]
+    for i in order:
+        if i < len(sent):
+            sent[i] = time.perf_counter()
+        odom_pubs[i].publish(msgs[i])
+
+
+def main(argv=None) -> int:
+    """Run the benchmark, print a table and write the JSON record."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--robots", type=int, default=16)
+    parser.add_argument("--rate-hz", type=float, default=100.0)
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--filters", type=int, default=None,
+                        help="filter processes to start (default: one per robot)")
+    parser.add_argument("--json", type=Path, default=Path("ros_latency.json"))
+    args = parser.parse_args(argv)
+    result = {
+        "benchmark": "safety_filter_node odom-in -> cmd_vel-out latency",
+        "machine": machine_description(),
+        "compute_only": compute_only(args.robots),
+        "compute_only_relaxed": compute_only(args.robots, crowded=True),
+        **run_bench(args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters),
+    }
+    lat, comp = result["latency"], result["compute_only"]
+    worst = result["compute_only_relaxed"]
+    rows = [
+        ("robots x rate", f"{args.robots} x {args.rate_hz:.0f} Hz, "
+                          f"{result['filter_processes']} filter processes"),
+        ("latency p50 / p90 / p99 / max [ms]",
+         f"{lat['p50_ms']:.3f} / {lat['p90_ms']:.3f} / {lat['p99_ms']:.3f} / "
+         f"{lat['max_ms']:.3f}  ({lat['count']} samples)"),
+        ("filter compute p50 / p99 [ms]", f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}"),
+        ("  relaxed QP (crowded) p50 / p99 [ms]",
+         f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f}"),
+        ("achieved control rate [Hz]",
+         f"{result['achieved_control_rate_hz']:.1f} mean, "
+         f"{result['min_robot_control_rate_hz']:.1f} worst robot "
+         f"(driver {result['driver_rate_hz']:.1f})"),
+        (f"p99 <= {TARGET_P99_MS} ms", "yes" if result["meets_target"] else "NO"),
+        ("machine", f"{result['machine']['cpu']}, {result['machine']['cores']} cores"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
