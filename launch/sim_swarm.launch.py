@@ -10,12 +10,12 @@ decided by the pure function ``marl_robots.nodes.expansion.expand_swarm``, which
 too.  Uses only launch / launch_ros features available since ROS 2 Humble.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from marl_robots.core.paths import content_path
 from marl_robots.nodes.expansion import HardwareBackendError, expand_swarm
 

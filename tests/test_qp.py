@@ -127,3 +127,18 @@ def test_dense_ipm_float32_jit_converges_without_nans():
         res = jax.jit(lambda P, q, G, h: qp.solve_qp_dense(P, q, G, h, jnp, 30))(P, q, G, h)
         assert np.all(np.isfinite(np.asarray(res.x)))
         assert float(res.primal_residual) <= 1e-4
+
+
+def test_incremental_projection_equals_enumeration_including_infeasible():
+    """Two independent exact algorithms agree on feasibility and on the solution."""
+    rng = np.random.default_rng(5)
+    m = 12
+    A = rng.normal(size=(4000, m, 2))
+    A[rng.random((4000, m)) < 0.15] = 0.0  # absent rows
+    b = rng.normal(size=(4000, m)) * 0.5 + 0.2  # a fair share of empty polygons
+    u0 = rng.normal(size=(4000, 2))
+    inc = qp.project_2d(A, b, u0, np)
+    enum = qp.project_2d_enumerate(A, b, u0, np)
+    assert 0 < inc.feasible.sum() < len(u0)
+    np.testing.assert_array_equal(inc.feasible, enum.feasible)
+    np.testing.assert_allclose(inc.u, enum.u, atol=1e-9)

@@ -89,8 +89,12 @@ def robot_rows(p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np) ->
     return _rows(2.0 * diff, h, share * alpha, nbr_mask, xp)
 
 
-def obstacle_rows(p, obstacles, obstacle_mask, margin, gamma, kind, dt, xp=np) -> Rows:
-    """Circular-obstacle rows.
+def obstacle_rows(p, obstacles, obstacle_mask, margin, gamma, kind, dt, nearest=None,
+                  xp=np) -> Rows:
+    """Circular-obstacle rows, optionally only for each robot's ``nearest`` obstacles.
+
+    Like the neighbour budget, ``nearest`` bounds the QP size: obstacles are ranked by their
+    surface distance, and a far obstacle's row ``b = alpha(h)`` is slack anyway.
 
     Args:
         p: [..., 2] positions [m].
@@ -98,12 +102,21 @@ def obstacle_rows(p, obstacles, obstacle_mask, margin, gamma, kind, dt, xp=np) -
         obstacle_mask: [..., O] True for real obstacles.
         margin: clearance added to each radius (robot radius plus look-ahead) [m].
         gamma: [...] per-robot gain.
+        nearest: static number of rows to keep per robot (``None``: all O).
     """
     diff = p[..., None, :] - obstacles[..., :2]
     reach = obstacles[..., 2] + margin
-    h = xp.sum(diff * diff, axis=-1) - reach * reach
+    dist2 = xp.sum(diff * diff, axis=-1)
+    present = xp.broadcast_to(obstacle_mask, dist2.shape)
+    if nearest is not None and nearest < dist2.shape[-1]:
+        gap = xp.where(present, xp.sqrt(dist2) - reach, xp.inf)
+        keep = xp.argsort(gap, axis=-1)[..., :nearest]
+        diff = xp.take_along_axis(diff, keep[..., None], axis=-2)
+        dist2 = xp.take_along_axis(dist2, keep, axis=-1)
+        reach = xp.take_along_axis(xp.broadcast_to(reach, present.shape), keep, axis=-1)
+        present = xp.take_along_axis(present, keep, axis=-1)
+    h = dist2 - reach * reach
     alpha = class_k(h, gamma[..., None], kind, dt, xp)
-    present = xp.broadcast_to(obstacle_mask, h.shape)
     return _rows(2.0 * diff, h, alpha, present, xp)
 
 

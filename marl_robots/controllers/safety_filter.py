@@ -2,7 +2,7 @@
 
 ``safety_filter(points, u_nom, graph, world, params, limits, config)`` returns
 ``(u_safe, FilterInfo)`` for the n robots of one environment; ``jax.vmap`` it over
-environments.  ``points`` are the positions the barriers are written on (the robots themselves
+environments (``filter_robots`` also takes leading batch axes directly).  ``points`` are the positions the barriers are written on (the robots themselves
 for single integrators, the look-ahead points for unicycles) and ``u`` is their velocity.
 
 Modes:
@@ -57,6 +57,7 @@ class FilterConfig:
         dt_s: control period [s] for the discrete-time clip of the class-K function (0: off).
         relax_weight: weight of the squared slack in the relaxed QP.
         relax_iters: interior-point iterations for the relaxed and centralised QPs.
+        obstacle_rows: obstacles per robot that get a row, nearest first (sizes the QP).
     """
 
     mode: FilterMode = "decentralised"
@@ -64,6 +65,7 @@ class FilterConfig:
     dt_s: float = 0.0
     relax_weight: float = 1e6
     relax_iters: int = 30
+    obstacle_rows: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in FILTER_MODES:
@@ -74,6 +76,8 @@ class FilterConfig:
             )
         if self.dt_s < 0 or self.relax_weight <= 0 or self.relax_iters < 1:
             raise ValueError("dt_s must be >= 0, relax_weight > 0 and relax_iters >= 1")
+        if self.obstacle_rows < 0:
+            raise ValueError(f"obstacle_rows must be >= 0, got {self.obstacle_rows}")
 
 
 class CBFParams(NamedTuple):
@@ -160,7 +164,7 @@ def barrier_rows(points, nbr, nbr_mask, world: World, params: CBFParams, config,
     )
     ob = cbf.obstacle_rows(
         points, world.obstacles, world.obstacle_mask, params.obstacle_margin, params.gamma,
-        kind, dt, xp,
+        kind, dt, config.obstacle_rows, xp,
     )
     wl = cbf.wall_rows(points, world.arena, params.wall_margin, params.gamma, kind, dt, xp)
     return cbf.Rows(*(xp.concatenate(parts, axis=-2 if parts[0].ndim > rr.b.ndim else -1)
@@ -230,8 +234,11 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
         import jax  # noqa: PLC0415 - only on the JAX path
 
         def run_relax(_):
-            ur, sr, okr = jax.vmap(relax)(rows.A, rows.b, box.A, box.b, u_nom_s)
-            return ur, sr, okr
+            lead = feasible.shape  # any leading batch axes: flatten to one robot axis
+            flat = [x.reshape((-1,) + x.shape[len(lead):])
+                    for x in (rows.A, rows.b, box.A, box.b, u_nom_s)]
+            ur, sr, okr = jax.vmap(relax)(*flat)
+            return ur.reshape(lead + (2,)), sr.reshape(lead), okr.reshape(lead)
 
         def skip(_):
             return u, slack, relaxed_ok

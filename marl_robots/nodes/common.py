@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,9 @@ DISPLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
 
+#: Longest teardown of a node process before it exits regardless [s].
+CLEANUP_TIMEOUT_S = 10.0
+
 _TYPES = {
     "bool": Parameter.Type.BOOL,
     "int": Parameter.Type.INTEGER,
@@ -63,6 +67,7 @@ def declare_parameters(node, specs: tuple[ParamSpec, ...]) -> dict:
 
     Raises:
         ParameterError: an override of the wrong type or value, naming the parameter.
+
     """
     values = {}
     for spec in specs:
@@ -92,23 +97,6 @@ def monotonic() -> float:
     return time.monotonic()
 
 
-def make_executor():
-    """The executor nodes spin in.
-
-    ``MARL_ROBOTS_EXECUTOR=events`` selects rclpy's experimental ``EventsExecutor`` (Jazzy and
-    newer; much less per-callback overhead); the default is the ``SingleThreadedExecutor``
-    that every distribution has.
-    """
-    if os.environ.get("MARL_ROBOTS_EXECUTOR", "").lower() == "events":
-        try:
-            from rclpy.experimental import EventsExecutor  # noqa: PLC0415
-        except ImportError:
-            pass
-        else:
-            return EventsExecutor()
-    return SingleThreadedExecutor()
-
-
 def run(make_node: Callable[[], object], args=None) -> int:
     """Create a node, spin it, and map the outcome to a process exit code.
 
@@ -119,6 +107,7 @@ def run(make_node: Callable[[], object], args=None) -> int:
 
     Returns:
         0 after SIGINT / external shutdown, 1 when the node failed to configure.
+
     """
     rclpy.init(args=args)
     node = None
@@ -128,7 +117,9 @@ def run(make_node: Callable[[], object], args=None) -> int:
         failed = getattr(node, "failed", None)
         if failed:
             raise ParameterError(*failed)
-        executor = make_executor()
+        # rclpy's experimental EventsExecutor would cut per-callback overhead, but in Kilted
+        # it does not return on SIGINT; the SingleThreadedExecutor is on every distribution.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except ParameterError as err:
@@ -143,7 +134,25 @@ def run(make_node: Callable[[], object], args=None) -> int:
             raise
         code = 0
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        if not _bounded(lambda: _cleanup(node), CLEANUP_TIMEOUT_S):
+            # Rarely, destroying a DDS entity blocks in the middleware (seen when peers exit
+            # at the same moment); the exit code matters more than a tidy teardown.
+            print(f"[WARN] cleanup took over {CLEANUP_TIMEOUT_S} s; exiting anyway",
+                  file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(code)
     return code
+
+
+def _cleanup(node) -> None:
+    if node is not None:
+        node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _bounded(fn: Callable[[], None], timeout: float) -> bool:
+    """Run ``fn`` in a daemon thread; False if it did not finish within ``timeout`` [s]."""
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()

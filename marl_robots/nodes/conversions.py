@@ -62,7 +62,10 @@ def odom_msg(pose, command, stamp: Time, frame_id: str, child_frame_id: str) -> 
     Args:
         pose: (x [m], y [m], yaw [rad]) of ``base_link`` in ``frame_id``.
         command: (v [m/s], omega [rad/s]) being applied (the body-frame twist).
-        stamp: message time; frame_id: fixed frame; child_frame_id: ``<ns>/base_link``.
+        stamp: message time.
+        frame_id: fixed frame (``world`` or ``odom``).
+        child_frame_id: ``<ns>/base_link``.
+
     """
     msg = Odometry()
     msg.header.stamp = stamp
@@ -124,9 +127,13 @@ def diagnostic_array(stamp: Time, name: str, hardware_id: str, level, message: s
     """A one-status ``DiagnosticArray``.
 
     Args:
+        stamp: message time.
+        name: status name (``<node>: <robot>``).
+        hardware_id: the robot's namespace.
         level: ``DiagnosticStatus.OK``/``WARN``/``ERROR``/``STALE`` (bytes or int).
         message: human-readable summary (the fallback reason).
         values: key -> value, written with ``repr`` for floats so they round-trip exactly.
+
     """
     status = DiagnosticStatus(level=bytes([level_int(level)]), name=name, message=message,
                               hardware_id=hardware_id)
@@ -139,7 +146,8 @@ def diagnostic_values(msg: DiagnosticArray) -> list[tuple[str, int, str, dict]]:
     """(name, level, message, values) of each status of a ``DiagnosticArray``."""
     out = []
     for st in msg.status:
-        out.append((st.name, level_int(st.level), st.message, {kv.key: kv.value for kv in st.values}))
+        values = {kv.key: kv.value for kv in st.values}
+        out.append((st.name, level_int(st.level), st.message, values))
     return out
 
 
@@ -166,10 +174,16 @@ def markers_msg(stamp: Time, frame_id: str, names, poses, goals, diameter_m: flo
     """RViz markers: robot bodies (with a heading arrow), safety discs, goals, obstacles.
 
     Args:
-        names: robot namespaces [n]; poses: [n, 3] base poses; goals: [n, 2] goals [m].
-        diameter_m: body diameter [m]; safety_distance_m: centre distance kept [m] (the disc
-            drawn has this diameter so touching discs mean the limit).
+        stamp: message time.
+        frame_id: fixed frame of the markers.
+        names: robot namespaces [n].
+        poses: [n, 3] base poses (x, y, yaw) [m, m, rad].
+        goals: [n, 2] goals [m].
+        diameter_m: body diameter [m].
+        safety_distance_m: centre distance kept [m] (the disc drawn has this diameter, so
+            touching discs mean the limit).
         obstacles: [O, 3] (x, y, r) [m].
+
     """
     out = MarkerArray()
 
@@ -184,7 +198,7 @@ def markers_msg(stamp: Time, frame_id: str, names, poses, goals, diameter_m: flo
         m.color = color
         return m
 
-    for i, (name, pose, goal) in enumerate(zip(names, poses, goals)):
+    for i, (name, pose, goal) in enumerate(zip(names, poses, goals, strict=True)):
         rgb = _palette(i)
         body = marker("robots", i, Marker.CYLINDER, pose[0], pose[1], diameter_m, diameter_m,
                       0.05, _color(*rgb), 0.025)

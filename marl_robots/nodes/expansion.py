@@ -42,6 +42,7 @@ class NodeSpec:
         parameters: overrides applied after the files (name -> value).
         remappings: (from, to) topic remappings.
         package: ROS package of the executable.
+
     """
 
     executable: str
@@ -107,7 +108,9 @@ def expand_swarm(
         backend: ``sim`` or ``hardware``.
         use_sim_time: per-robot nodes follow ``/clock`` (sim backend only).
         seed: PRNG seed of random scenarios.
-        sim_overrides, controller_overrides, filter_overrides: extra parameters per executable.
+        sim_overrides: extra ``sim_node`` parameters.
+        controller_overrides: extra ``controller_node`` parameters.
+        filter_overrides: extra ``safety_filter_node`` parameters.
 
     Returns:
         The ``NodeSpec`` list, simulator first.
@@ -116,6 +119,7 @@ def expand_swarm(
         ValueError: unknown backend or invalid fleet/robot count.
         HardwareBackendError: ``backend=hardware`` (not wired yet).
         FileNotFoundError: missing fleet file.
+
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")

@@ -40,6 +40,7 @@ class RobotEntry:
         id: unique non-negative integer id.
         initial_pose: (x [m], y [m], yaw [rad]) of ``base_link`` in the fleet frame.
         goal: (x, y) goal of the control point [m].
+
     """
 
     name: str
@@ -57,6 +58,7 @@ class Fleet:
         frame_id: fixed frame of poses, goals and odometry (``world`` or ``odom``).
         arena_m: arena size (x, y) [m], centred on the origin.
         obstacles: circular obstacles (x, y, radius) [m].
+
     """
 
     robots: tuple[RobotEntry, ...]
@@ -102,6 +104,7 @@ class Fleet:
 
         Raises:
             KeyError: naming the unknown id and the known ones.
+
         """
         for i, r in enumerate(self.robots):
             if r.id == robot_id:
@@ -114,6 +117,7 @@ def resolve_fleet_path(fleet_file: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: naming every place that was searched.
+
     """
     path = Path(fleet_file).expanduser()
     if path.is_file():
@@ -136,6 +140,7 @@ def load_fleet(fleet_file: str | Path) -> Fleet:
     Raises:
         FileNotFoundError: the file does not exist.
         ConfigError: the file does not match the format (the message names the key).
+
     """
     return load_config(Fleet, resolve_fleet_path(fleet_file), section=FLEET_SECTION)
 
@@ -157,14 +162,15 @@ def fleet_from_scenario(robots: int, scenario: str = "antipodal", seed: int = 0)
 
     Returns:
         A ``Fleet`` named ``robot_0 .. robot_<n-1>`` with the scenario's poses and goals.
+
     """
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
     from marl_robots.sim.tasks.navigation import (  # noqa: PLC0415 - JAX only when needed
         NavigationConfig,
         NavigationTask,
     )
-
-    import jax  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
 
     task = NavigationTask(NavigationConfig(robots=int(robots), scenario=scenario))
     state = task.reset(jax.random.PRNGKey(int(seed)), task.default_params())
@@ -198,6 +204,7 @@ def make_fleet(robots: int = 8, scenario: str = "antipodal", fleet_file: str = "
 
     Raises:
         FileNotFoundError, ConfigError, ValueError: with a message naming the bad input.
+
     """
     if fleet_file:
         return load_fleet(fleet_file)

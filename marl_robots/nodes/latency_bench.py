@@ -69,6 +69,7 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dic
         crowded: robots packed closer than the safety distance, so that every call takes the
             relaxed (interior-point) path: the worst case.  Otherwise the start layout.
         repeats: calls timed.
+
     """
     from marl_robots.nodes.expansion import fleet_parameters  # noqa: PLC0415
     from marl_robots.nodes.fleet import fleet_from_scenario  # noqa: PLC0415
@@ -93,8 +94,11 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dic
 
 
 def _bench_poses(fleet, crowded: bool = False) -> np.ndarray:
-    """Start poses of the fleet (every neighbour within sensing range gives a barrier row), or
-    the same layout shrunk 5x so that neighbours overlap and the filter must relax."""
+    """Start poses of the fleet, or the same layout shrunk 5x (the filter must relax).
+
+    At the start poses every neighbour within sensing range gives a barrier row; shrunk, the
+    neighbours overlap the safety distance and every call takes the relaxed QP path.
+    """
     start = np.array([r.initial_pose for r in fleet.robots], dtype=float)
     if crowded:
         start[:, :2] *= 0.2
@@ -108,8 +112,11 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     Args:
         robots: fleet size (odometry of all of them is published every period).
         rate_hz: odometry rate per robot [Hz].
-        duration_s, warmup_s: measured and discarded durations [s].
+        duration_s: measured duration [s].
+        warmup_s: discarded duration before it [s].
         filters: filter processes started, for the first ``filters`` robots (default: all).
+        startup_timeout_s: longest wait for every filter to answer [s].
+
     """
     import rclpy  # noqa: PLC0415
     from geometry_msgs.msg import Twist  # noqa: PLC0415
@@ -222,7 +229,7 @@ def _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv) -> No
     for pub in nom_pubs:
         pub.publish(nominal)
     msgs = [conv.odom_msg(pose, (0.0, 0.0), stamp, "world", f"{name}/base_link")
-            for pose, name in zip(poses, fleet.names)]
+            for pose, name in zip(poses, fleet.names, strict=True)]
     # Robots without a filter under test first, so that the driver is free to receive as
     # soon as the measured odometry is out.
     order = [*range(len(sent), len(msgs)), *range(len(sent))]

@@ -54,6 +54,7 @@ class ParamSpec:
             ``string_array``.
         default: default value (``None``: the parameter must be set, or an empty array).
         description: one line for ``ros2 param describe``.
+
     """
 
     name: str
@@ -151,6 +152,7 @@ def robot_model(p: dict) -> RobotModel:
 
     Raises:
         ParameterError: a non-positive or non-finite value.
+
     """
     for name in RobotModel._fields:
         _positive(p, name)
@@ -176,6 +178,7 @@ def resolve_node_fleet(p: dict) -> tuple[Fleet, int]:
 
     Raises:
         ParameterError: missing/unreadable fleet file, inconsistent lists, unknown robot id.
+
     """
     if p.get("fleet_file"):
         try:
@@ -199,7 +202,8 @@ def resolve_node_fleet(p: dict) -> tuple[Fleet, int]:
             raise ParameterError("obstacles", f"length {len(flat)} is not a multiple of 3")
         try:
             fleet = Fleet(
-                robots=tuple(RobotEntry(name=str(n), id=int(i)) for i, n in zip(ids, names)),
+                robots=tuple(RobotEntry(name=str(n), id=int(i))
+                             for i, n in zip(ids, names, strict=True)),
                 arena_m=(arena[1] - arena[0], arena[3] - arena[2]),
                 obstacles=tuple(tuple(flat[j:j + 3]) for j in range(0, len(flat), 3)),
             )
@@ -239,6 +243,7 @@ class Setup:
         config: filter configuration (``None`` for the controller node).
         goal_gain, bias, make_way, make_way_radius_m: nominal-controller gains (see
             ``closed_loop.ControlConfig``).
+
     """
 
     model: RobotModel
@@ -261,6 +266,7 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
 
     Raises:
         ParameterError: naming the first invalid parameter.
+
     """
     model = robot_model(p)
     sensing = sensing_config(p)
@@ -322,6 +328,7 @@ def neighbour_list(points: np.ndarray, index: int, sensing: SensingConfig):
     Returns:
         ``(nbr [1, k, 2], mask [1, k], nearest)`` with ``k = min(budget, n - 1)`` and
         ``nearest`` the distance to the closest sensed neighbour [m] (inf if none).
+
     """
     n = points.shape[0]
     k = min(sensing.neighbours, n - 1)
@@ -353,6 +360,7 @@ def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.nda
 
     Returns:
         [2] unicycle command.
+
     """
     model, cbf = setup.model, setup.cbf
     points = control_points(poses, model)
@@ -399,6 +407,7 @@ def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) -> 
 
     Returns:
         ``FilterResult``; a braking status always comes with a zero command.
+
     """
     # Garbage input is an expected case here (it fails closed below): no warnings for it.
     with np.errstate(invalid="ignore", over="ignore"):

@@ -119,8 +119,8 @@ class SafetyFilterNode(LifecycleNode):
         self._timer = self.create_timer(1.0 / float(p["watchdog_rate_hz"]), self._watchdog,
                                         clock=steady_clock())
         self.get_logger().info(
-            f"configured for {self.robot_name} (id {self.fleet.ids[self.index]}) with {n - 1} fleet "
-            f"neighbours; state timeout {self.timeout_s} s"
+            f"configured for {self.robot_name} (id {self.fleet.ids[self.index]}) with "
+            f"{n - 1} fleet neighbours; state timeout {self.timeout_s} s"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -267,6 +267,7 @@ def make_node() -> SafetyFilterNode:
 
     Returns:
         The node; its ``failed`` attribute is set when configuration failed under autostart.
+
     """
     node = SafetyFilterNode()
     if node.failed or not node.params["autostart"]:

@@ -56,6 +56,7 @@ def build_task(fleet: Fleet, dt_s: float):
 
     Returns:
         ``(task, params, state)``.
+
     """
     import jax.numpy as jnp  # noqa: PLC0415 - JAX is the simulator's, not the nodes'
 
@@ -149,7 +150,7 @@ class SimNode(Node):
         self.marker_every = max(1, round(rate / float(p["marker_rate_hz"])))
         self.status_every = max(1, round(rate / float(p["status_rate_hz"])))
         stamp = conv.time_msg(0.0)
-        for pub, robot in zip(self.goal_pubs, fleet.robots):
+        for pub, robot in zip(self.goal_pubs, fleet.robots, strict=True):
             pub.publish(conv.goal_msg(robot.goal, stamp, frame))
         self.collision_pub.publish(UInt32(data=0))
         self._publish_state()
@@ -200,7 +201,8 @@ class SimNode(Node):
         if events:
             self.collisions += events
             names = self.fleet.names
-            pairs = [f"{names[i]}-{names[j]}" for i, j in zip(*np.nonzero(np.triu(new, k=1)))]
+            rows, cols = np.nonzero(np.triu(new, k=1))
+            pairs = [f"{names[i]}-{names[j]}" for i, j in zip(rows, cols, strict=True)]
             self.get_logger().error(
                 f"collision at t={self.sim_time:.2f} s: {', '.join(pairs)} "
                 f"(total {self.collisions})"
@@ -214,7 +216,7 @@ class SimNode(Node):
         pos = np.asarray(self.state.pos, dtype=float)
         yaw = np.asarray(self.state.yaw, dtype=float)
         applied = getattr(self, "applied", np.zeros((len(pos), 2)))
-        for j, (pub, name) in enumerate(zip(self.odom_pubs, self.fleet.names)):
+        for j, (pub, name) in enumerate(zip(self.odom_pubs, self.fleet.names, strict=True)):
             pub.publish(conv.odom_msg((pos[j, 0], pos[j, 1], yaw[j]), applied[j], stamp,
                                       self.frame_id, f"{name}/base_link"))
 

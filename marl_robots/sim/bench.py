@@ -49,7 +49,8 @@ def _jax_rate(spec: RunSpec, envs: int, steps: int, repeats: int) -> tuple[float
     task, cfg, params, cbf = build(spec)
     keys = jax.random.split(jax.random.PRNGKey(spec.seed), envs)
     states = jax.vmap(lambda k: task.reset(k, params))(keys)
-    fn = jax.jit(jax.vmap(lambda s: rollout(task, cfg, s, params, cbf, steps, record=False)[:2]))
+    # A batched rollout (not a vmap of single ones): see ``closed_loop.control``.
+    fn = jax.jit(lambda s: rollout(task, cfg, s, params, cbf, steps, record=False)[:2])
     t0 = time.perf_counter()
     compiled = fn.lower(states).compile()
     compile_s = time.perf_counter() - t0

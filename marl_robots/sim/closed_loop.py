@@ -20,6 +20,7 @@ from marl_robots.controllers.safety_filter import (
     FilterConfig,
     FilterStatus,
     World,
+    filter_robots,
     safety_filter,
 )
 from marl_robots.core.graph import neighbour_graph
@@ -103,14 +104,16 @@ class ControlOutput(NamedTuple):
     slack: jax.Array
 
 
-def control(
-    task: NavigationTask,
-    cfg: ControlConfig,
-    state: NavState,
-    params: GroundParams,
-    cbf: CBFParams,
-) -> ControlOutput:
-    """Nominal go-to-goal on the control points, filtered if ``cfg.filter`` is set."""
+class _Prepared(NamedTuple):
+    points: jax.Array
+    u_nom: jax.Array
+    graph: object
+    limits: object
+    nominal_action: jax.Array
+
+
+def _prepare(task, cfg, state, params, cbf) -> _Prepared:
+    """Everything before the filter, for one environment."""
     robot = task.robot
     points = robot.control_point(state.pos, state.yaw, params, jnp)
     graph = neighbour_graph(points, cfg.neighbours, cfg.sensing_radius_m)
@@ -124,14 +127,48 @@ def control(
         u_nom = nominal.saturate(u_nom + push, params.v_max, jnp)
     limits = robot.limits(state.yaw, params, jnp)
     nominal_action = robot.from_point_velocity(u_nom, state.yaw, params, jnp)
+    return _Prepared(points, u_nom, graph, limits, nominal_action)
+
+
+def control(
+    task: NavigationTask,
+    cfg: ControlConfig,
+    state: NavState,
+    params: GroundParams,
+    cbf: CBFParams,
+) -> ControlOutput:
+    """Nominal go-to-goal on the control points, filtered if ``cfg.filter`` is set.
+
+    ``state`` is one environment, or a batch with a leading environment axis.  A batch is
+    filtered in one call rather than under ``vmap``, so that the filter's rarely needed relaxed
+    solve is skipped for the whole batch when no robot needs it (under ``vmap`` both branches of
+    a ``lax.cond`` run).
+    """
+    batched = state.pos.ndim == 3
+    prepare = lambda st: _prepare(task, cfg, st, params, cbf)  # noqa: E731
+    prep = jax.vmap(prepare)(state) if batched else prepare(state)
     if cfg.filter is None:
-        zeros = jnp.zeros((task.n,), jnp.int32)
-        return ControlOutput(nominal_action, nominal_action, zeros, zeros.astype(bool),
+        zeros = jnp.zeros(state.pos.shape[:-1], jnp.int32)
+        return ControlOutput(prep.nominal_action, prep.nominal_action, zeros, zeros.astype(bool),
                              zeros.astype(jnp.float32))
-    world = World(state.obstacles, state.obstacle_mask, jnp.asarray(task.config.arena_bounds))
-    u, info = safety_filter(points, u_nom, graph, world, cbf, limits, cfg.filter, jnp)
-    action = robot.from_point_velocity(u, state.yaw, params, jnp)
-    return ControlOutput(action, nominal_action, info.status, info.intervened, info.slack)
+    arena = jnp.asarray(task.config.arena_bounds)
+    if batched and cfg.filter.mode == "decentralised":
+        world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
+        nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
+        u, info = filter_robots(prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf,
+                                prep.limits, cfg.filter, jnp)
+    elif batched:
+        u, info = jax.vmap(
+            lambda pr, obs, mask: safety_filter(pr.points, pr.u_nom, pr.graph,
+                                                World(obs, mask, arena), cbf, pr.limits,
+                                                cfg.filter, jnp)
+        )(prep, state.obstacles, state.obstacle_mask)
+    else:
+        world = World(state.obstacles, state.obstacle_mask, arena)
+        u, info = safety_filter(prep.points, prep.u_nom, prep.graph, world, cbf, prep.limits,
+                                cfg.filter, jnp)
+    action = task.robot.from_point_velocity(u, state.yaw, params, jnp)
+    return ControlOutput(action, prep.nominal_action, info.status, info.intervened, info.slack)
 
 
 class Trajectory(NamedTuple):
@@ -187,20 +224,18 @@ def rollout(
     steps: int,
     record: bool = True,
 ):
-    """Run ``steps`` closed-loop periods from ``state``.
+    """Run ``steps`` closed-loop periods from ``state`` (one environment or a batch).
 
     Returns:
         ``(final_state, aggregates, trajectory_or_None)``.
     """
     n = task.n
+    batched = state.pos.ndim == 3
 
-    def body(carry, _):
-        st, agg = carry
-        out = control(task, cfg, st, params, cbf)
-        nxt, m = task.step(st, out.action, params)
+    def update(agg, nxt, m, out):
         diff = nxt.pos[:, None] - nxt.pos[None]
         close = (jnp.sum(diff * diff, -1) < params.diameter_m**2) & ~jnp.eye(n, dtype=bool)
-        agg = Aggregates(
+        return Aggregates(
             jnp.minimum(agg.min_separation_m, m.min_separation_m),
             agg.collided | close,
             agg.interventions + jnp.sum(out.intervened),
@@ -208,6 +243,16 @@ def rollout(
             agg.infeasible + jnp.sum(out.status >= FilterStatus.INFEASIBLE),
             jnp.minimum(agg.min_obstacle_clearance_m, m.obstacle_clearance_m),
         )
+
+    step = lambda st, a: task.step(st, a, params)  # noqa: E731
+    if batched:
+        step, update = jax.vmap(step), jax.vmap(update)
+
+    def body(carry, _):
+        st, agg = carry
+        out = control(task, cfg, st, params, cbf)
+        nxt, m = step(st, out.action)
+        agg = update(agg, nxt, m, out)
         rec = (
             (nxt.pos, nxt.yaw, out.action, out.status, out.intervened, m.min_separation_m,
              m.colliding_pairs, m.at_goal)
@@ -216,10 +261,11 @@ def rollout(
         )
         return (nxt, agg), rec
 
-    agg0 = initial_aggregates(task, state, params)
+    init = lambda st: initial_aggregates(task, st, params)  # noqa: E731
+    agg0 = jax.vmap(init)(state) if batched else init(state)
     (final, agg), rec = jax.lax.scan(body, (state, agg0), None, length=steps)
     if not record:
         return final, agg, None
-    pos = jnp.concatenate([state.pos[None], rec[0]])
+    pos = jnp.concatenate([state.pos[None], rec[0]])  # [T+1, (E,) n, 2]
     yaw = jnp.concatenate([state.yaw[None], rec[1]])
     return final, agg, Trajectory(pos, yaw, *rec[2:])

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,11 +169,21 @@ class Probe:
                 return True
         return bool(predicate())
 
-    def close(self) -> None:
-        """Destroy the node and shut the context down."""
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+    def close(self, timeout: float = 15.0) -> None:
+        """Destroy the node and shut the context down (bounded: never hang a test run).
+
+        Destroying a DDS writer can block in the middleware for a long time when the readers
+        it matched died with their processes; a daemon thread keeps that from hanging pytest.
+        """
+
+        def _close():
+            self.executor.shutdown(timeout_sec=5.0)
+            self.node.destroy_node()
+            self.rclpy.try_shutdown(context=self.context)
+
+        worker = threading.Thread(target=_close, daemon=True)
+        worker.start()
+        worker.join(timeout)
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_shipped_fleet_file_matches_the_antipodal_scenario():
     shipped = load_fleet("antipodal_8.yaml")
     scenario = fleet_from_scenario(8, "antipodal")
     assert shipped.names == scenario.names and shipped.ids == scenario.ids
-    for a, b in zip(shipped.robots, scenario.robots):
+    for a, b in zip(shipped.robots, scenario.robots, strict=True):
         assert a.initial_pose == pytest.approx(b.initial_pose, abs=FLEET_FILE_ATOL)
         assert a.goal == pytest.approx(b.goal, abs=FLEET_FILE_ATOL)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -145,7 +146,10 @@ def test_invalid_parameters_fail_configuration_naming_the_parameter(launcher, tm
     }
     procs = {label: (launcher.start_spec(spec), name) for label, (spec, name) in cases.items()}
     for label, (proc, name) in procs.items():
-        rc = proc.wait(timeout=EXIT_TIMEOUT_S)
+        try:
+            rc = proc.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{label}: still running after {EXIT_TIMEOUT_S} s\n{proc.log()}")
         log = proc.log()
         assert rc != 0, f"{label}: exited {rc}\n{log}"
         assert f"invalid parameter '{name}'" in log, f"{label}: parameter not named\n{log}"

@@ -27,8 +27,8 @@ def _ros_launch_reason() -> str | None:
     except ImportError as err:
         return f"ROS 2 'launch' is not installed ({err})"
     if not hasattr(launch, "LaunchDescription"):
-        return (f"'import launch' is not ROS 2 launch (found {getattr(launch, '__file__', None) or 'a namespace package'}); "
-                "needs a ROS 2 distribution")
+        found = getattr(launch, "__file__", None) or "a namespace package"
+        return f"'import launch' is not ROS 2 launch (found {found}); needs a ROS 2 distribution"
     for module in ("launch_ros", "rclpy"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed"
@@ -62,9 +62,10 @@ def _run_launch(arguments: dict, until, timeout: float = 60.0):
     """Run the launch file in-process with ``arguments`` until ``until()`` or timeout."""
     import asyncio
 
-    from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchDescription, LaunchService
 
     ls = LaunchService()
     ls.include_launch_description(LaunchDescription([IncludeLaunchDescription(

@@ -88,7 +88,7 @@ def test_safety_filter_node_matches_the_pure_filter(launcher, probe):
         setup = onboard.pipeline_setup(node_params("safety_filter_node", fleet, robot), fleet)
         stamp = node.get_clock().now().to_msg()
         msgs = [conv.odom_msg(p, (0.0, 0.0), stamp, "world", f"{name}/base_link")
-                for p, name in zip(poses, fleet.names)]
+                for p, name in zip(poses, fleet.names, strict=True)]
         # What the node decodes is what the reference gets.
         received = np.array([conv.pose_from_odom(m) for m in msgs])
         expected = onboard.filter_command(received, robot, nominal, setup)
@@ -111,9 +111,11 @@ def test_safety_filter_node_matches_the_pure_filter(launcher, probe):
         assert ok, (f"robot_{robot}: node never output {expected.command}; last "
                     f"{cmds[robot][-3:]}; report {reports.get(robot)}\n{launcher.logs()}")
         n_before = len(cmds[robot])
-        assert probe.wait_for(
-            lambda: len(cmds[robot]) >= n_before + STABLE_OUTPUTS and matches(STABLE_OUTPUTS),
-            timeout=20.0, every=publish, period=0.03), f"robot_{robot}: output not stable"
+        def stable(robot=robot, n_before=n_before, matches=matches):
+            return len(cmds[robot]) >= n_before + STABLE_OUTPUTS and matches(STABLE_OUTPUTS)
+
+        assert probe.wait_for(stable, timeout=20.0, every=publish, period=0.03), \
+            f"robot_{robot}: output not stable"
         got = np.array(cmds[robot][-1])
         np.testing.assert_allclose(got[0], jax_action[0], atol=V_ATOL)
         np.testing.assert_allclose(got[1], jax_action[1], atol=OMEGA_ATOL)

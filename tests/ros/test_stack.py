@@ -113,9 +113,9 @@ def _run_stack(tmp_dir) -> StackRun:
 
             probe.wait_for(all_braked, timeout=10.0)
     finally:
-        run.logs = launcher.logs()
-        run.return_codes.update(launcher.stop_all() | run.return_codes)
         probe.close()
+        run.return_codes.update(launcher.stop_all() | run.return_codes)
+        run.logs = launcher.logs()
     return run
 
 
@@ -151,9 +151,11 @@ def test_stopping_the_simulator_makes_every_filter_brake_for_stale_state(stack):
     assert stack.reached, "the stack run did not get far enough to stop the simulator"
     for i in range(N_ROBOTS):
         braked = _braked_since(stack, i)
-        seen = (f"robot_{i}: commands after the kill "
-                f"{[(round(t - stack.t_kill, 3), v, w) for t, v, w in stack.cmds[i] if t >= stack.t_kill][:8]}, "
-                f"reports {[(round(t - stack.t_kill, 3), m) for t, m in stack.diags[i] if t >= stack.t_kill][:4]}")
+        cmds = [(round(t - stack.t_kill, 3), v, w) for t, v, w in stack.cmds[i]
+                if t >= stack.t_kill]
+        reports = [(round(t - stack.t_kill, 3), m) for t, m in stack.diags[i]
+                   if t >= stack.t_kill]
+        seen = f"robot_{i}: commands after the kill {cmds[:8]}, reports {reports[:4]}"
         assert braked is not None, f"no zero command with 'stale state' reported; {seen}"
         t_zero, t_stale = braked
         assert t_zero - stack.t_kill <= 2 * STATE_TIMEOUT_S, seen
