@@ -73,16 +73,25 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run one simulated episode and write its files")
     sim.add_argument("task", help="task name (navigation)")
     sim.add_argument("--robots", type=_positive_int, default=16, help="number of robots")
-    sim.add_argument("--scenario", default="antipodal",
-                     help="antipodal | random | corridor | crossing")
+    sim.add_argument(
+        "--scenario", default="antipodal", help="antipodal | random | corridor | crossing"
+    )
     sim.add_argument("--robot", default="unicycle", help="unicycle | single_integrator")
     sim.add_argument("--filter", default="cbf", help="cbf | none")
     sim.add_argument("--filter-mode", default="decentralised", help=" | ".join(FILTER_MODES))
     sim.add_argument("--class-k", default="linear", help=" | ".join(CLASS_K_NAMES))
-    sim.add_argument("--gamma", type=_positive_float, default=None,
-                     help="class-K gain for every robot (default 10 /s)")
-    sim.add_argument("--safety-distance", type=_nonneg_float, default=None,
-                     help="minimum distance between robot centres [m] (default 0.13)")
+    sim.add_argument(
+        "--gamma",
+        type=_positive_float,
+        default=None,
+        help="class-K gain for every robot (default 10 /s)",
+    )
+    sim.add_argument(
+        "--safety-distance",
+        type=_nonneg_float,
+        default=None,
+        help="minimum distance between robot centres [m] (default 0.13)",
+    )
     sim.add_argument("--steps", type=_positive_int, default=2000, help="control periods")
     sim.add_argument("--seed", type=int, default=0, help="random seed")
     sim.add_argument("--out", type=Path, default=None, help="output folder")
@@ -100,9 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_sim(args) -> int:
+    from marl_robots.sim.robots import ROBOTS  # noqa: PLC0415
     from marl_robots.sim.run import RunSpec, run_navigation  # noqa: PLC0415 - imports JAX
     from marl_robots.sim.scenarios import SCENARIOS  # noqa: PLC0415
-    from marl_robots.sim.robots import ROBOTS  # noqa: PLC0415
     from marl_robots.sim.tasks import TASKS  # noqa: PLC0415
 
     _choice("task", args.task, TASKS.names())
@@ -113,27 +122,44 @@ def _cmd_sim(args) -> int:
     _choice("class-K function", args.class_k, CLASS_K_NAMES)
     if args.out is not None:
         _prepare_out(args.out, args.overwrite)
-    spec = RunSpec(robots=args.robots, scenario=args.scenario, robot=args.robot,
-                   filter=args.filter, filter_mode=args.filter_mode, class_k=args.class_k,
-                   steps=args.steps, seed=args.seed)
+    spec = RunSpec(
+        robots=args.robots,
+        scenario=args.scenario,
+        robot=args.robot,
+        filter=args.filter,
+        filter_mode=args.filter_mode,
+        class_k=args.class_k,
+        steps=args.steps,
+        seed=args.seed,
+    )
     if args.gamma is not None:
         spec = _replace(spec, gamma=args.gamma)
     if args.safety_distance is not None:
         spec = _replace(spec, safety_distance_m=args.safety_distance)
     try:
-        metrics = run_navigation(spec, args.out, animation=not args.no_animation,
-                                 quiet=args.quiet)
+        metrics = run_navigation(spec, args.out, animation=not args.no_animation, quiet=args.quiet)
     except ValueError as err:  # a layout that cannot hold this many robots, for example
         raise UsageError(str(err)) from None
-    keys = ("robots", "steps", "collisions", "min_separation_m", "success_rate",
-            "mean_time_to_goal_s", "filter_interventions", "qp_infeasible", "env_steps_per_s")
+    keys = (
+        "robots",
+        "steps",
+        "collisions",
+        "min_separation_m",
+        "success_rate",
+        "mean_time_to_goal_s",
+        "filter_interventions",
+        "qp_infeasible",
+        "env_steps_per_s",
+    )
     print(f"navigation/{spec.scenario}: {spec.robots} {spec.robot} robots, filter={spec.filter}")
     for k in keys:
         v = metrics[k]
         print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
     if args.out is not None:
-        print(f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
-              + ("" if args.no_animation else ", rollout.gif"))
+        print(
+            f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
+            + ("" if args.no_animation else ", rollout.gif")
+        )
     return 0
 
 
@@ -174,4 +200,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -10,9 +10,18 @@ import pytest
 from marl_robots.cli import main
 
 METRIC_FIELDS = (
-    "robots", "steps", "dt_s", "safety_distance_m", "collisions", "min_separation_m",
-    "success_rate", "mean_time_to_goal_s", "filter_interventions", "qp_infeasible",
-    "wall_time_s", "env_steps_per_s",
+    "robots",
+    "steps",
+    "dt_s",
+    "safety_distance_m",
+    "collisions",
+    "min_separation_m",
+    "success_rate",
+    "mean_time_to_goal_s",
+    "filter_interventions",
+    "qp_infeasible",
+    "wall_time_s",
+    "env_steps_per_s",
 )
 
 
@@ -24,8 +33,22 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "demo"
-    proc = run_cli("sim", "navigation", "--robots", "6", "--scenario", "antipodal",
-                   "--filter", "cbf", "--steps", "300", "--seed", "0", "--out", str(out))
+    proc = run_cli(
+        "sim",
+        "navigation",
+        "--robots",
+        "6",
+        "--scenario",
+        "antipodal",
+        "--filter",
+        "cbf",
+        "--steps",
+        "300",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -62,8 +85,18 @@ def test_rollout_npz_contents(demo_run):
 
 
 def test_same_seed_gives_identical_rollout(tmp_path):
-    args = ["sim", "navigation", "--robots", "8", "--scenario", "random", "--steps", "300",
-            "--no-animation", "--quiet"]
+    args = [
+        "sim",
+        "navigation",
+        "--robots",
+        "8",
+        "--scenario",
+        "random",
+        "--steps",
+        "300",
+        "--no-animation",
+        "--quiet",
+    ]
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         assert main([*args, "--seed", seed, "--out", str(tmp_path / name)]) == 0
     a, b, c = (np.load(tmp_path / n / "rollout.npz") for n in "abc")
@@ -74,8 +107,25 @@ def test_same_seed_gives_identical_rollout(tmp_path):
 
 
 def test_filter_none_runs_the_nominal_controller(tmp_path):
-    assert main(["sim", "navigation", "--robots", "4", "--filter", "none", "--steps", "50",
-                 "--no-animation", "--quiet", "--out", str(tmp_path / "n")]) == 0
+    assert (
+        main(
+            [
+                "sim",
+                "navigation",
+                "--robots",
+                "4",
+                "--filter",
+                "none",
+                "--steps",
+                "50",
+                "--no-animation",
+                "--quiet",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "n" / "metrics.json").read_text())
     assert metrics["filter"] == "none" and metrics["filter_interventions"] == 0
 
@@ -84,8 +134,10 @@ def test_filter_none_runs_the_nominal_controller(tmp_path):
     "args,message",
     [
         (["sim", "navgation"], "unknown task 'navgation'; known tasks: navigation"),
-        (["sim", "navigation", "--scenario", "antipodel"],
-         "unknown scenario 'antipodel'; known scenarios: antipodal, corridor, crossing, random"),
+        (
+            ["sim", "navigation", "--scenario", "antipodel"],
+            "unknown scenario 'antipodel'; known scenarios: antipodal, corridor, crossing, random",
+        ),
         (["sim", "navigation", "--filter", "qp"], "unknown filter 'qp'; known filters: cbf, none"),
         (["sim", "navigation", "--robot", "tank"], "unknown robot 'tank'"),
         (["sim", "navigation", "--robots", "0"], "must be positive"),
@@ -110,26 +162,42 @@ def test_refuses_non_empty_out_unless_overwrite(tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    proc = run_cli("sim", "navigation", "--robots", "4", "--steps", "20", "--out", str(out),
-                   "--no-animation")
+    proc = run_cli(
+        "sim", "navigation", "--robots", "4", "--steps", "20", "--out", str(out), "--no-animation"
+    )
     assert proc.returncode == 2 and "not empty; pass --overwrite" in proc.stderr
     assert (out / "keep.txt").read_text() == "precious"
-    proc = run_cli("sim", "navigation", "--robots", "4", "--steps", "20", "--out", str(out),
-                   "--no-animation", "--overwrite")
+    proc = run_cli(
+        "sim",
+        "navigation",
+        "--robots",
+        "4",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+        "--no-animation",
+        "--overwrite",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (out / "metrics.json").exists()
 
 
 def test_bench_writes_rows_with_machine(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "navigation", "--robots", "4", "--envs", "1,2", "--steps", "5",
-                   "--out", str(out))
+    proc = run_cli(
+        "bench", "navigation", "--robots", "4", "--envs", "1,2", "--steps", "5", "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     rows = report["rows"]
-    assert {(r["envs"], r["filter"]) for r in rows} == {(1, "none"), (2, "none"), (1, "cbf"),
-                                                         (2, "cbf")}
+    assert {(r["envs"], r["filter"]) for r in rows} == {
+        (1, "none"),
+        (2, "none"),
+        (1, "cbf"),
+        (2, "cbf"),
+    }
     for r in rows:
         assert r["robots"] == 4
         assert r["robot_steps_per_s"] == pytest.approx(4 * r["env_steps_per_s"])
@@ -137,6 +205,10 @@ def test_bench_writes_rows_with_machine(tmp_path):
 
 
 def test_module_entry_point_help():
-    proc = subprocess.run([sys.executable, "-m", "marl_robots.cli", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "marl_robots.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "sim" in proc.stdout and "bench" in proc.stdout

@@ -36,8 +36,9 @@ def run_group(scenario, n, robot, episodes, steps, seed, filt=True, **nominal):
     dt = task.config.dt_s
     cfg = ControlConfig(filter=FilterConfig(dt_s=dt) if filt else None, **nominal)
     keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    gains = jax.random.uniform(jax.random.PRNGKey(seed + 1), (episodes, n), minval=2.0,
-                               maxval=20.0)
+    gains = jax.random.uniform(
+        jax.random.PRNGKey(seed + 1), (episodes, n), minval=2.0, maxval=20.0
+    )
 
     def episode(key, gamma):
         cbf = cbf_params(task, params, SAFETY_DISTANCE_M, gamma)
@@ -53,13 +54,13 @@ def test_no_collision_over_200_episodes_all_scenarios_4_to_32_robots():
     total = 0
     report = []
     for scenario, n, robot in GROUPS:
-        agg, _ = run_group(scenario, n, robot, EPISODES_PER_GROUP, SAFETY_STEPS,
-                           seed=1000 + n)
+        agg, _ = run_group(scenario, n, robot, EPISODES_PER_GROUP, SAFETY_STEPS, seed=1000 + n)
         collisions = int(jnp.sum(jnp.triu(agg.collided, k=1)))
         min_sep = float(jnp.min(agg.min_separation_m))
         clearance = float(jnp.min(agg.min_obstacle_clearance_m))
-        report.append((scenario, n, robot, collisions, min_sep, clearance,
-                       int(jnp.sum(agg.infeasible))))
+        report.append(
+            (scenario, n, robot, collisions, min_sep, clearance, int(jnp.sum(agg.infeasible)))
+        )
         total += EPISODES_PER_GROUP
         assert collisions == 0, report[-1]
         assert min_sep >= SAFETY_DISTANCE_M - SEPARATION_TOL_M, report[-1]

@@ -4,7 +4,6 @@ import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from marl_robots.controllers import qp
 

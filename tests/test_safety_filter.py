@@ -50,14 +50,15 @@ def make_case(seed, n, n_obs, unicycle, speed_scale=1.0, overlap=False):
     rng = np.random.default_rng(seed)
     cell = 0.3
     cols, rows = 9, 5
-    centres = np.stack(np.meshgrid((np.arange(cols) - 4) * cell, (np.arange(rows) - 2) * cell),
-                       -1).reshape(-1, 2)
+    centres = np.stack(
+        np.meshgrid((np.arange(cols) - 4) * cell, (np.arange(rows) - 2) * cell), -1
+    ).reshape(-1, 2)
     pick = rng.permutation(len(centres))
     pos = centres[pick[:n]] + rng.uniform(-0.04, 0.04, (n, 2))
     if overlap:  # push robot 1 into robot 0's safety disc
         pos[1] = pos[0] + np.array([0.8 * D_SAFE, 0.0])
     obs = np.zeros((4, 3))
-    obs[:n_obs, :2] = centres[pick[n:n + n_obs]]
+    obs[:n_obs, :2] = centres[pick[n : n + n_obs]]
     obs[:n_obs, 2] = 0.05
     mask = np.arange(4) < n_obs
     yaw = rng.uniform(-np.pi, np.pi, n) if unicycle else np.zeros(n)
@@ -90,8 +91,15 @@ def barriers_after_step(pos, u, world):
     d = np.linalg.norm(nxt[:, None] - nxt[None], axis=-1) + np.eye(n) * 1e9
     pair = d.min() - D_SAFE
     x0, x1, y0, y1 = world.arena
-    wall = min((nxt[:, 0] - x0).min(), (x1 - nxt[:, 0]).min(), (nxt[:, 1] - y0).min(),
-               (y1 - nxt[:, 1]).min()) - MARGIN
+    wall = (
+        min(
+            (nxt[:, 0] - x0).min(),
+            (x1 - nxt[:, 0]).min(),
+            (nxt[:, 1] - y0).min(),
+            (y1 - nxt[:, 1]).min(),
+        )
+        - MARGIN
+    )
     obs = np.inf
     for (cx, cy, r), real in zip(world.obstacles, world.obstacle_mask):
         if real:
@@ -215,8 +223,15 @@ def test_jax_float32_matches_numpy_float64(seed, n_obs, uni):
             tree,
         )
 
-    u_j, info_j = _jax_filter(f32(pos), f32(u_nom), f32(pos[g.index]), jnp.asarray(g.mask),
-                              f32(world), f32(params), f32(limits))
+    u_j, info_j = _jax_filter(
+        f32(pos),
+        f32(u_nom),
+        f32(pos[g.index]),
+        jnp.asarray(g.mask),
+        f32(world),
+        f32(params),
+        f32(limits),
+    )
     np.testing.assert_allclose(np.asarray(u_j), u_np, atol=PARITY_ATOL)
     np.testing.assert_array_equal(np.asarray(info_j.status), info_np.status)
 
@@ -232,8 +247,9 @@ def test_decentralised_filter_matches_cvxpy():
         for i in range(len(pos)):
             v = cp.Variable(2)
             keep = np.linalg.norm(A[i], axis=1) > 0
-            cp.Problem(cp.Minimize(cp.sum_squares(v - u_nom[i])),
-                       [A[i][keep] @ v <= b[i][keep]]).solve(solver=cp.CLARABEL)
+            cp.Problem(
+                cp.Minimize(cp.sum_squares(v - u_nom[i])), [A[i][keep] @ v <= b[i][keep]]
+            ).solve(solver=cp.CLARABEL)
             worst = max(worst, np.abs(v.value - u[i]).max())
     assert worst <= ORACLE_ATOL, f"worst deviation {worst:.2e}"
 
@@ -254,8 +270,9 @@ def test_centralised_filter_matches_cvxpy_and_is_safe():
                 h = dp @ dp - D_SAFE**2
                 alpha = cbf.class_k(h, min(params.gamma[i], params.gamma[j]), "linear", DT)
                 cons.append(-2 * dp @ (v[i] - v[j]) <= alpha)
-        own = barrier_rows(pos, np.zeros((n, 0, 2)), np.zeros((n, 0), bool), world, params,
-                           config, 1.0, np)
+        own = barrier_rows(
+            pos, np.zeros((n, 0, 2)), np.zeros((n, 0), bool), world, params, config, 1.0, np
+        )
         box = cbf.box_rows(limits.yaw, limits.half_width, np)
         for i in range(n):
             A = np.concatenate([own.A[i], box.A[i]])
@@ -280,8 +297,9 @@ def test_nan_inputs_brake_and_say_so(where):
         u_nom[2, 1] = np.inf
     else:
         nbr[2, 0, 0] = np.nan
-    numpy_out = filter_robots(pos, u_nom, nbr, g.mask, world, params, limits,
-                              FilterConfig(dt_s=DT), np)
+    numpy_out = filter_robots(
+        pos, u_nom, nbr, g.mask, world, params, limits, FilterConfig(dt_s=DT), np
+    )
     jax_out = _jax_filter(pos, u_nom, nbr, g.mask, world, params, limits)
     for u, info in (numpy_out, jax_out):
         u, status = np.asarray(u), np.asarray(info.status)
@@ -321,5 +339,9 @@ def test_violated_state_is_relaxed_with_minimal_slack(xp):
             [rows.A[i][keep] @ v <= rows.b[i][keep] + s, box.A[i] @ v <= box.b[i]],
         ).solve(solver=cp.CLARABEL)
         tol = ORACLE_ATOL if xp is np else 1e-3
-        np.testing.assert_allclose(u[i], np.clip(v.value, -V_MAX, V_MAX) * min(
-            1.0, V_MAX / max(np.linalg.norm(v.value), 1e-12)), atol=tol)
+        np.testing.assert_allclose(
+            u[i],
+            np.clip(v.value, -V_MAX, V_MAX)
+            * min(1.0, V_MAX / max(np.linalg.norm(v.value), 1e-12)),
+            atol=tol,
+        )

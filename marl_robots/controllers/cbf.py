@@ -6,7 +6,8 @@ or the look-ahead point of a unicycle) becomes one linear row ``a . u <= b`` of 
 
 * robot-robot ``h = |p_i - p_j|^2 - d^2`` -> ``-2 (p_i - p_j) . u_i <= share * alpha(h)``
   (decentralised: each robot takes half, ``share = 1/2``; the pair's sum gives the full condition),
-* obstacle (centre c, radius r) ``h = |p - c|^2 - (r + margin)^2`` -> ``-2 (p - c) . u <= alpha(h)``,
+* obstacle (centre c, radius r) ``h = |p - c|^2 - (r + margin)^2``
+  -> ``-2 (p - c) . u <= alpha(h)``,
 * wall ``h = x_max - margin - x`` -> ``u_x <= alpha(h)`` (and the three others).
 
 ``alpha`` is a class-K function, linear ``gamma h`` or cubic ``gamma h^3``, with one gain per
@@ -89,8 +90,9 @@ def robot_rows(p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np) ->
     return _rows(2.0 * diff, h, share * alpha, nbr_mask, xp)
 
 
-def obstacle_rows(p, obstacles, obstacle_mask, margin, gamma, kind, dt, nearest=None,
-                  xp=np) -> Rows:
+def obstacle_rows(
+    p, obstacles, obstacle_mask, margin, gamma, kind, dt, nearest=None, xp=np
+) -> Rows:
     """Circular-obstacle rows, optionally only for each robot's ``nearest`` obstacles.
 
     Like the neighbour budget, ``nearest`` bounds the QP size: obstacles are ranked by their
@@ -155,5 +157,7 @@ def box_rows(yaw, half_width, xp=np) -> Rows:
     ex = xp.stack([c, s], axis=-1)
     ey = xp.stack([-s, c], axis=-1)
     A = xp.stack([ex, -ex, ey, -ey], axis=-2)
-    b = xp.stack([half_width[..., 0], half_width[..., 0], half_width[..., 1], half_width[..., 1]], -1)
+    b = xp.stack(
+        [half_width[..., 0], half_width[..., 0], half_width[..., 1], half_width[..., 1]], -1
+    )
     return Rows(A, b, xp.full(b.shape, xp.inf))

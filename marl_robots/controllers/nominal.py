@@ -3,8 +3,10 @@
 The go-to-goal command for a control point ``p`` with goal ``g`` is
 ``sat(k (g - p), v_max) + bias``, where the optional *right-hand bias* is a velocity of
 ``bias * v_max`` perpendicular to the goal direction (to the right, clockwise seen from above),
-faded in near other robots or obstacles and out near the goal.  Symmetric swaps (antipodal) otherwise
-deadlock under a CBF filter: the bias turns a head-on standoff into a roundabout.
+faded in near other robots or obstacles and out near the goal.  Symmetric swaps (antipodal)
+otherwise deadlock under a CBF filter: the bias turns a head-on standoff into a roundabout.
+``make_way`` adds a small step-aside push away from neighbours closing in on a robot's safety
+disc, so that robots parked on their goals let others through.
 """
 
 from __future__ import annotations

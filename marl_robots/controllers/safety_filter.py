@@ -2,7 +2,8 @@
 
 ``safety_filter(points, u_nom, graph, world, params, limits, config)`` returns
 ``(u_safe, FilterInfo)`` for the n robots of one environment; ``jax.vmap`` it over
-environments (``filter_robots`` also takes leading batch axes directly).  ``points`` are the positions the barriers are written on (the robots themselves
+environments (``filter_robots`` also takes leading batch axes directly).  ``points`` are the
+positions the barriers are written on (the robots themselves
 for single integrators, the look-ahead points for unicycles) and ``u`` is their velocity.
 
 Modes:
@@ -69,7 +70,9 @@ class FilterConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in FILTER_MODES:
-            raise ValueError(f"unknown filter mode {self.mode!r}; known: {', '.join(FILTER_MODES)}")
+            raise ValueError(
+                f"unknown filter mode {self.mode!r}; known: {', '.join(FILTER_MODES)}"
+            )
         if self.class_k not in cbf.CLASS_K_NAMES:
             raise ValueError(
                 f"unknown class-K function {self.class_k!r}; known: {', '.join(cbf.CLASS_K_NAMES)}"
@@ -163,12 +166,23 @@ def barrier_rows(points, nbr, nbr_mask, world: World, params: CBFParams, config,
         points, nbr, nbr_mask, params.safety_distance, params.gamma, kind, dt, share, xp
     )
     ob = cbf.obstacle_rows(
-        points, world.obstacles, world.obstacle_mask, params.obstacle_margin, params.gamma,
-        kind, dt, config.obstacle_rows, xp,
+        points,
+        world.obstacles,
+        world.obstacle_mask,
+        params.obstacle_margin,
+        params.gamma,
+        kind,
+        dt,
+        config.obstacle_rows,
+        xp,
     )
     wl = cbf.wall_rows(points, world.arena, params.wall_margin, params.gamma, kind, dt, xp)
-    return cbf.Rows(*(xp.concatenate(parts, axis=-2 if parts[0].ndim > rr.b.ndim else -1)
-                      for parts in zip(rr, ob, wl)))
+    return cbf.Rows(
+        *(
+            xp.concatenate(parts, axis=-2 if parts[0].ndim > rr.b.ndim else -1)
+            for parts in zip(rr, ob, wl)
+        )
+    )
 
 
 def _relaxed_one(A_soft, b_soft, A_hard, b_hard, u0, weight, iters, xp):
@@ -235,8 +249,10 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
 
         def run_relax(_):
             lead = feasible.shape  # any leading batch axes: flatten to one robot axis
-            flat = [x.reshape((-1,) + x.shape[len(lead):])
-                    for x in (rows.A, rows.b, box.A, box.b, u_nom_s)]
+            flat = [
+                x.reshape((-1,) + x.shape[len(lead) :])
+                for x in (rows.A, rows.b, box.A, box.b, u_nom_s)
+            ]
             ur, sr, okr = jax.vmap(relax)(*flat)
             return ur.reshape(lead + (2,)), sr.reshape(lead), okr.reshape(lead)
 
@@ -250,8 +266,9 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
             ur[i], sr[i], okr[i] = relax(rows.A[i], rows.b[i], box.A[i], box.b[i], u_nom_s[i])
     u = xp.where(feasible[..., None], u, ur)
     slack = xp.where(feasible, 0.0, sr).astype(dtype)
-    status = xp.where(feasible, FilterStatus.OK, xp.where(okr, FilterStatus.RELAXED,
-                                                          FilterStatus.INFEASIBLE))
+    status = xp.where(
+        feasible, FilterStatus.OK, xp.where(okr, FilterStatus.RELAXED, FilterStatus.INFEASIBLE)
+    )
     status = xp.where(finite, status, FilterStatus.INVALID_INPUT).astype(xp.int32)
     u = _enforce_limits(u, limits, xp)
     brake = (status >= FilterStatus.INFEASIBLE) | ~xp.all(xp.isfinite(u), axis=-1)
@@ -285,8 +302,9 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
         G_pair[np.arange(len(pi)), pj] = 2.0 * diff
     # Per-robot rows (obstacles, walls, box), placed in each robot's block.
     no_nbr = xp.zeros((n, 0, 2), dtype=dtype)
-    own = barrier_rows(points, no_nbr, xp.zeros((n, 0), dtype=bool), world, params, config, 1.0,
-                       xp)
+    own = barrier_rows(
+        points, no_nbr, xp.zeros((n, 0), dtype=bool), world, params, config, 1.0, xp
+    )
     box = cbf.box_rows(limits.yaw, limits.half_width, xp)
     A_own = xp.concatenate([own.A, box.A], axis=-2)  # [n, r, 2]
     b_own = xp.concatenate([own.b, box.b], axis=-1)
@@ -299,8 +317,9 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
     res = qp.solve_qp_dense(P, -2.0 * u0.reshape(-1), G, h, xp=xp, iters=config.relax_iters * 2)
     u = res.x.reshape(n, 2)
     ok = xp.all(xp.isfinite(u)) & (res.primal_residual <= RELAX_TOL) & finite
-    status = xp.where(ok, FilterStatus.OK, xp.where(finite, FilterStatus.INFEASIBLE,
-                                                    FilterStatus.INVALID_INPUT))
+    status = xp.where(
+        ok, FilterStatus.OK, xp.where(finite, FilterStatus.INFEASIBLE, FilterStatus.INVALID_INPUT)
+    )
     status = xp.broadcast_to(status, (n,)).astype(xp.int32)
     # An interior-point solution sits a hair inside the feasible set; snap back to the nominal
     # command where it was already safe so that "no intervention" is exact.

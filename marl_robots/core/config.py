@@ -50,7 +50,9 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             return tuple(_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_check_value(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _check_value(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+        )
     if origin is typing.Literal:
         if value in typing.get_args(hint):
             return value

@@ -80,8 +80,9 @@ def _numpy_rate(spec: RunSpec, envs: int, budget_s: float) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def run_bench(robots=16, envs_list=(1, 64, 1024), steps=100, repeats=3, numpy_budget_s=2.0,
-              seed=0, log=print) -> dict:
+def run_bench(
+    robots=16, envs_list=(1, 64, 1024), steps=100, repeats=3, numpy_budget_s=2.0, seed=0, log=print
+) -> dict:
     """Measure every (envs, filter) row and return the report dict."""
     rows = []
     for filt in ("none", "cbf"):
@@ -104,17 +105,24 @@ def run_bench(robots=16, envs_list=(1, 64, 1024), steps=100, repeats=3, numpy_bu
                 f"{envs:>6} {robots:>6} {filt:>6} {rate:>14,.0f} {rate * robots:>16,.0f} "
                 f"{base:>12,.0f} {rate / base:>9.1f}x"
             )
-    return {"machine": machine_description(), "scenario": "random", "steps_per_call": steps,
-            "rows": rows}
+    return {
+        "machine": machine_description(),
+        "scenario": "random",
+        "steps_per_call": steps,
+        "rows": rows,
+    }
 
 
 def main_bench(out: Path | None, robots: int, envs_list, steps: int) -> int:
     """Print the table, write JSON to ``out`` (if given); return the exit code."""
     print(f"machine: {json.dumps(machine_description())}")
-    print(f"{'envs':>6} {'robots':>6} {'filter':>6} {'env-steps/s':>14} {'robot-steps/s':>16} "
-          f"{'numpy env/s':>12} {'speedup':>10}")
-    report = run_bench(robots=robots, envs_list=envs_list, steps=steps,
-                       log=lambda s: print(s, flush=True))
+    print(
+        f"{'envs':>6} {'robots':>6} {'filter':>6} {'env-steps/s':>14} {'robot-steps/s':>16} "
+        f"{'numpy env/s':>12} {'speedup':>10}"
+    )
+    report = run_bench(
+        robots=robots, envs_list=envs_list, steps=steps, log=lambda s: print(s, flush=True)
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")

@@ -89,8 +89,9 @@ def constraint_clearance(points, graph, state: NavState, cbf: CBFParams) -> jax.
     robot = robot - cbf.safety_distance
     d_obs = jnp.linalg.norm(points[:, None, :] - state.obstacles[None, :, :2], axis=-1)
     d_obs = d_obs - state.obstacles[None, :, 2] - cbf.obstacle_margin
-    obstacle = jnp.min(jnp.where(state.obstacle_mask[None, :], d_obs, jnp.inf), axis=-1,
-                       initial=jnp.inf)
+    obstacle = jnp.min(
+        jnp.where(state.obstacle_mask[None, :], d_obs, jnp.inf), axis=-1, initial=jnp.inf
+    )
     return jnp.minimum(robot, obstacle)
 
 
@@ -118,12 +119,24 @@ def _prepare(task, cfg, state, params, cbf) -> _Prepared:
     points = robot.control_point(state.pos, state.yaw, params, jnp)
     graph = neighbour_graph(points, cfg.neighbours, cfg.sensing_radius_m)
     u_nom = nominal.go_to_goal(
-        points, state.goal, cfg.goal_gain, params.v_max, cfg.bias,
-        constraint_clearance(points, graph, state, cbf), xp=jnp,
+        points,
+        state.goal,
+        cfg.goal_gain,
+        params.v_max,
+        cfg.bias,
+        constraint_clearance(points, graph, state, cbf),
+        xp=jnp,
     )
     if cfg.make_way:
-        push = nominal.make_way(points, points[graph.index], graph.mask, cbf.safety_distance,
-                                cfg.make_way * params.v_max, cfg.make_way_radius_m, xp=jnp)
+        push = nominal.make_way(
+            points,
+            points[graph.index],
+            graph.mask,
+            cbf.safety_distance,
+            cfg.make_way * params.v_max,
+            cfg.make_way_radius_m,
+            xp=jnp,
+        )
         u_nom = nominal.saturate(u_nom + push, params.v_max, jnp)
     limits = robot.limits(state.yaw, params, jnp)
     nominal_action = robot.from_point_velocity(u_nom, state.yaw, params, jnp)
@@ -149,31 +162,48 @@ def control(
     prep = jax.vmap(prepare)(state) if batched else prepare(state)
     if cfg.filter is None:
         zeros = jnp.zeros(state.pos.shape[:-1], jnp.int32)
-        return ControlOutput(prep.nominal_action, prep.nominal_action, zeros, zeros.astype(bool),
-                             zeros.astype(jnp.float32))
+        return ControlOutput(
+            prep.nominal_action,
+            prep.nominal_action,
+            zeros,
+            zeros.astype(bool),
+            zeros.astype(jnp.float32),
+        )
     arena = jnp.asarray(task.config.arena_bounds)
     if batched and cfg.filter.mode == "decentralised":
         world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
         nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
-        u, info = filter_robots(prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf,
-                                prep.limits, cfg.filter, jnp)
+        u, info = filter_robots(
+            prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter, jnp
+        )
     elif batched:
         u, info = jax.vmap(
-            lambda pr, obs, mask: safety_filter(pr.points, pr.u_nom, pr.graph,
-                                                World(obs, mask, arena), cbf, pr.limits,
-                                                cfg.filter, jnp)
+            lambda pr, obs, mask: safety_filter(
+                pr.points,
+                pr.u_nom,
+                pr.graph,
+                World(obs, mask, arena),
+                cbf,
+                pr.limits,
+                cfg.filter,
+                jnp,
+            )
         )(prep, state.obstacles, state.obstacle_mask)
     else:
         world = World(state.obstacles, state.obstacle_mask, arena)
-        u, info = safety_filter(prep.points, prep.u_nom, prep.graph, world, cbf, prep.limits,
-                                cfg.filter, jnp)
+        u, info = safety_filter(
+            prep.points, prep.u_nom, prep.graph, world, cbf, prep.limits, cfg.filter, jnp
+        )
     action = task.robot.from_point_velocity(u, state.yaw, params, jnp)
     return ControlOutput(action, prep.nominal_action, info.status, info.intervened, info.slack)
 
 
 class Trajectory(NamedTuple):
-    """Recorded rollout: pos [T+1, n, 2], yaw [T+1, n], action [T, n, 2], status [T, n],
-    intervened [T, n], min_separation_m [T], colliding_pairs [T], at_goal [T, n]."""
+    """Recorded rollout (an env axis E follows T for batched rollouts).
+
+    Shapes: pos [T+1, n, 2], yaw [T+1, n], action [T, n, 2], status [T, n], intervened [T, n],
+    min_separation_m [T], colliding_pairs [T], at_goal [T, n].
+    """
 
     pos: jax.Array
     yaw: jax.Array
@@ -254,8 +284,16 @@ def rollout(
         nxt, m = step(st, out.action)
         agg = update(agg, nxt, m, out)
         rec = (
-            (nxt.pos, nxt.yaw, out.action, out.status, out.intervened, m.min_separation_m,
-             m.colliding_pairs, m.at_goal)
+            (
+                nxt.pos,
+                nxt.yaw,
+                out.action,
+                out.status,
+                out.intervened,
+                m.min_separation_m,
+                m.colliding_pairs,
+                m.at_goal,
+            )
             if record
             else None
         )

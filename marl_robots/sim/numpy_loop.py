@@ -39,21 +39,40 @@ def numpy_step(task: NavigationTask, cfg: ControlConfig, state: dict, params, cb
     robot_clear = robot_clear - cbf.safety_distance
     d_obs = np.linalg.norm(points[:, None, :] - state["obstacles"][None, :, :2], axis=-1)
     d_obs = d_obs - state["obstacles"][None, :, 2] - cbf.obstacle_margin
-    obs_clear = np.min(np.where(state["obstacle_mask"][None], d_obs, np.inf), axis=-1,
-                       initial=np.inf)
-    u_nom = nominal.go_to_goal(points, state["goal"], cfg.goal_gain, params.v_max, cfg.bias,
-                               np.minimum(robot_clear, obs_clear), xp=np)
+    obs_clear = np.min(
+        np.where(state["obstacle_mask"][None], d_obs, np.inf), axis=-1, initial=np.inf
+    )
+    u_nom = nominal.go_to_goal(
+        points,
+        state["goal"],
+        cfg.goal_gain,
+        params.v_max,
+        cfg.bias,
+        np.minimum(robot_clear, obs_clear),
+        xp=np,
+    )
     if cfg.make_way:
-        push = nominal.make_way(points, points[graph.index], graph.mask, cbf.safety_distance,
-                                cfg.make_way * params.v_max, cfg.make_way_radius_m, xp=np)
+        push = nominal.make_way(
+            points,
+            points[graph.index],
+            graph.mask,
+            cbf.safety_distance,
+            cfg.make_way * params.v_max,
+            cfg.make_way_radius_m,
+            xp=np,
+        )
         u_nom = nominal.saturate(u_nom + push, params.v_max, np)
     limits = robot.limits(yaw, params, np)
     status = np.zeros(task.n, np.int32)
     if cfg.filter is not None:
-        world = World(state["obstacles"], state["obstacle_mask"],
-                      np.asarray(task.config.arena_bounds, points.dtype))
-        u, info = filter_robots(points, u_nom, points[graph.index], graph.mask, world, cbf,
-                                limits, cfg.filter, np)
+        world = World(
+            state["obstacles"],
+            state["obstacle_mask"],
+            np.asarray(task.config.arena_bounds, points.dtype),
+        )
+        u, info = filter_robots(
+            points, u_nom, points[graph.index], graph.mask, world, cbf, limits, cfg.filter, np
+        )
         status = info.status
     else:
         u = u_nom
@@ -67,6 +86,8 @@ def numpy_step(task: NavigationTask, cfg: ControlConfig, state: dict, params, cb
 
 def to_numpy_inputs(state, params, cbf):
     """Convert a JAX ``NavState``, ``GroundParams`` and ``CBFParams`` to NumPy inputs."""
-    s = {k: np.asarray(getattr(state, k)) for k in ("pos", "yaw", "goal", "obstacles",
-                                                    "obstacle_mask")}
+    s = {
+        k: np.asarray(getattr(state, k))
+        for k in ("pos", "yaw", "goal", "obstacles", "obstacle_mask")
+    }
     return s, _np(params), _np(cbf)

@@ -44,8 +44,9 @@ def plot_trajectories(path: Path, pos, goal, obstacles, mask, arena, diameter, t
     plt.close(fig)
 
 
-def animate(path: Path, pos, yaw, goal, obstacles, mask, arena, diameter, dt, frames=120,
-            title="") -> None:
+def animate(
+    path: Path, pos, yaw, goal, obstacles, mask, arena, diameter, dt, frames=120, title=""
+) -> None:
     """Write an animated GIF with at most ``frames`` frames sampled evenly over the rollout."""
     import matplotlib  # noqa: PLC0415
 
@@ -60,8 +61,9 @@ def animate(path: Path, pos, yaw, goal, obstacles, mask, arena, diameter, dt, fr
     colours = plt.cm.tab20(np.linspace(0, 1, pos.shape[1]))
     ax.scatter(goal[:, 0], goal[:, 1], marker="x", c=colours, s=20)
     discs = [ax.add_patch(Circle(pos[0, i], diameter / 2, color=c)) for i, c in enumerate(colours)]
-    heads = ax.quiver(pos[0, :, 0], pos[0, :, 1], np.cos(yaw[0]), np.sin(yaw[0]),
-                      scale=40, width=0.004)
+    heads = ax.quiver(
+        pos[0, :, 0], pos[0, :, 1], np.cos(yaw[0]), np.sin(yaw[0]), scale=40, width=0.004
+    )
     label = ax.set_title(title)
 
     def draw(k):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
-
 import numpy as np
 
 from marl_robots.controllers.safety_filter import FilterConfig
@@ -47,8 +47,9 @@ class RunSpec:
 
 def build(spec: RunSpec):
     """Task, control config, physical params and filter params for ``spec``."""
-    task = NavigationTask(NavigationConfig(robots=spec.robots, scenario=spec.scenario,
-                                           robot=spec.robot))
+    task = NavigationTask(
+        NavigationConfig(robots=spec.robots, scenario=spec.scenario, robot=spec.robot)
+    )
     dt = task.config.dt_s
     filt = (
         FilterConfig(mode=spec.filter_mode, class_k=spec.class_k, dt_s=dt)
@@ -97,8 +98,14 @@ def simulate(spec: RunSpec, progress: Callable[[int, int], None] | None = None):
         "pos": np.concatenate([pieces[0].pos[:1]] + [p.pos[1:] for p in pieces]),
         "yaw": np.concatenate([pieces[0].yaw[:1]] + [p.yaw[1:] for p in pieces]),
     }
-    for name in ("action", "status", "intervened", "min_separation_m", "colliding_pairs",
-                 "at_goal"):
+    for name in (
+        "action",
+        "status",
+        "intervened",
+        "min_separation_m",
+        "colliding_pairs",
+        "at_goal",
+    ):
         traj[name] = np.concatenate([getattr(p, name) for p in pieces])
     traj["goal"] = np.asarray(state.goal)
     traj["obstacles"] = np.asarray(state.obstacles)
@@ -158,12 +165,18 @@ def write_outputs(out: Path, spec: RunSpec, task, params, traj, metrics, animati
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     np.savez_compressed(out / "rollout.npz", dt_s=np.float32(task.config.dt_s), **traj)
     title = f"{spec.scenario}, {spec.robots} {spec.robot} robots, filter={spec.filter}"
-    args = (traj["goal"], traj["obstacles"], traj["obstacle_mask"], task.config.arena_bounds,
-            float(params.diameter_m))
+    args = (
+        traj["goal"],
+        traj["obstacles"],
+        traj["obstacle_mask"],
+        task.config.arena_bounds,
+        float(params.diameter_m),
+    )
     render.plot_trajectories(out / "trajectories.png", traj["pos"], *args, title=title)
     if animation:
-        render.animate(out / "rollout.gif", traj["pos"], traj["yaw"], *args,
-                       dt=task.config.dt_s, title=title)
+        render.animate(
+            out / "rollout.gif", traj["pos"], traj["yaw"], *args, dt=task.config.dt_s, title=title
+        )
 
 
 def run_navigation(spec: RunSpec, out: Path | None, animation: bool = True, quiet: bool = False):
@@ -178,5 +191,3 @@ def run_navigation(spec: RunSpec, out: Path | None, animation: bool = True, quie
     if out is not None:
         write_outputs(out, spec, task, params, traj, metrics, animation)
     return metrics
-
-

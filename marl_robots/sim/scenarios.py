@@ -101,7 +101,9 @@ def random(key, n, arena, max_obstacles) -> Layout:
         score = jax.random.uniform(k, (centres.shape[0],)) + blocked * 2.0
         return jnp.argsort(score)[:n]
 
-    start = centres[pick(k_start)] + jax.random.uniform(k_js, (n, 2), minval=-jitter, maxval=jitter)
+    start = centres[pick(k_start)] + jax.random.uniform(
+        k_js, (n, 2), minval=-jitter, maxval=jitter
+    )
     goal = centres[pick(k_goal)] + jax.random.uniform(k_jg, (n, 2), minval=-jitter, maxval=jitter)
     obstacles = jnp.zeros((max_obstacles, 3)).at[:n_obs, :2].set(centres[obs_cells])
     obstacles = obstacles.at[:n_obs, 2].set(0.1)

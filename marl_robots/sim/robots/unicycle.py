@@ -61,8 +61,10 @@ class Unicycle:
         """Body-frame box (v_max, l omega_max) on the look-ahead velocity; no extra speed cap."""
         n = yaw.shape[0]
         half = xp.stack(
-            [xp.full((n,), params.v_max, dtype=yaw.dtype),
-             xp.full((n,), params.lookahead_m * params.omega_max, dtype=yaw.dtype)],
+            [
+                xp.full((n,), params.v_max, dtype=yaw.dtype),
+                xp.full((n,), params.lookahead_m * params.omega_max, dtype=yaw.dtype),
+            ],
             axis=-1,
         )
         return Limits(half, yaw, xp.full((n,), xp.inf, dtype=yaw.dtype))
