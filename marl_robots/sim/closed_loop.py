@@ -29,6 +29,8 @@ from marl_robots.sim.tasks.navigation import NavigationTask, NavState
 
 #: Default safety distance between robot centres [m]: the 0.11 m body plus 2 cm.
 SAFETY_DISTANCE_M = 0.13
+#: Robots per chunk when a batch of environments is controlled on the CPU backend.
+CPU_CHUNK_ROBOTS = 64
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,15 @@ def control(
     a ``lax.cond`` run).
     """
     batched = state.pos.ndim == 3
+    envs = state.pos.shape[0] if batched else 1
+    per_chunk = max(1, CPU_CHUNK_ROBOTS // task.n)
+    if batched and envs > per_chunk and envs % per_chunk == 0 and jax.default_backend() == "cpu":
+        # On CPU, chunks of ~64 robots keep the working set in cache (about 2x faster).
+        chunks = jax.tree_util.tree_map(
+            lambda x: x.reshape((envs // per_chunk, per_chunk) + x.shape[1:]), state
+        )
+        out = jax.lax.map(lambda st: control(task, cfg, st, params, cbf), chunks)
+        return jax.tree_util.tree_map(lambda x: x.reshape((envs,) + x.shape[2:]), out)
     prepare = lambda st: _prepare(task, cfg, st, params, cbf)  # noqa: E731
     prep = jax.vmap(prepare)(state) if batched else prepare(state)
     if cfg.filter is None:
