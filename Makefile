@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # ament_index_python (used by rclpy and by the content resolver) needs a prefix path.
 export AMENT_PREFIX_PATH ?= $(abspath $(VENV))
+# The console scripts (marl-robots, the nodes) live in the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test setup setup-test lint bench clean
 

@@ -1,8 +1,10 @@
 """The ``marl-robots`` command line: outputs, metrics fields, determinism and user errors."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +27,16 @@ METRIC_FIELDS = (
 )
 
 
+#: The console script installed next to this interpreter (the venv need not be on PATH).
+SCRIPT = shutil.which("marl-robots", path=str(Path(sys.executable).parent)) or shutil.which(
+    "marl-robots"
+)
+
+
 def run_cli(*args):
     """Run the installed console script in a subprocess (what a user types)."""
-    return subprocess.run(["marl-robots", *args], capture_output=True, text=True, timeout=600)
+    assert SCRIPT, "the marl-robots console script is not installed"
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
