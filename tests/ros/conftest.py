@@ -52,7 +52,8 @@ def ros_env(domain_id: int) -> dict:
 class NodeProcess:
     """A node started as ``python -m <module> --ros-args ...`` in its own process group."""
 
-    def __init__(self, module: str, ros_args: list[str], env: dict, log_dir: Path, tag: str):
+    def __init__(self, module: str | None, ros_args: list[str], env: dict, log_dir: Path,
+                 tag: str):
         self.tag = tag
         self.interrupted = False
         stem = tag.strip("/").replace("/", "_") or "node"
@@ -62,8 +63,9 @@ class NodeProcess:
                 break
             self.log_path = log_dir / f"{stem}.{k}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", module, *ros_args] if module else list(ros_args)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *ros_args],
+            command,
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -113,6 +115,12 @@ class Launcher:
     def start(self, module: str, ros_args: list[str], tag: str) -> NodeProcess:
         """Start one node process."""
         proc = NodeProcess(module, ros_args, self.env, self.log_dir, tag)
+        self.procs.append(proc)
+        return proc
+
+    def start_args(self, command: list[str], tag: str) -> NodeProcess:
+        """Start an arbitrary command (e.g. a launch file runner) in its own process group."""
+        proc = NodeProcess(None, command, self.env, self.log_dir, tag)
         self.procs.append(proc)
         return proc
 

@@ -9,9 +9,7 @@ launch file delegates to is tested everywhere (test_expansion.py, test_stack.py)
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -58,57 +56,46 @@ def test_launch_description_declares_documented_arguments():
     assert all(a.description for a in args.values())
 
 
-def _run_launch(arguments: dict, until, timeout: float = 60.0):
-    """Run the launch file in-process with ``arguments`` until ``until()`` or timeout."""
-    import asyncio
-
-    from launch.actions import IncludeLaunchDescription
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    from launch import LaunchDescription, LaunchService
-
-    ls = LaunchService()
-    ls.include_launch_description(LaunchDescription([IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)), launch_arguments=arguments.items())]))
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(ls.run_async())
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not task.done() and not until():
-        loop.run_until_complete(asyncio.sleep(0.1))
-    ls.shutdown()
-    loop.run_until_complete(task)
-    loop.close()
-    return task.result()
+RUNNER = Path(__file__).with_name("run_launch_file.py")
 
 
-def test_sim_swarm_launch_starts_robots_that_publish_commands(domain_id):
-    """2 robots through ros2-launch machinery: every robot's filter publishes cmd_vel."""
-    from conftest import Probe
+def _start_launch(launcher, *arguments: str):
+    """Start the launch file in its own process, as ``ros2 launch`` would."""
+    return launcher.start_args([sys.executable, str(RUNNER), str(LAUNCH_FILE), *arguments],
+                               tag="launch")
+
+
+def test_sim_swarm_launch_starts_every_robot_and_stops_cleanly(launcher, probe):
+    """2 robots through the launch machinery: every robot's filter commands; SIGINT -> 0."""
     from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
 
-    from marl_robots.nodes.common import COMMAND_QOS
+    from marl_robots.nodes.common import COMMAND_QOS, STATE_QOS
 
-    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    probe = Probe(domain_id)
     seen = set()
     for i in range(2):
         probe.node.create_subscription(Twist, f"/robot_{i}/cmd_vel",
-                                       lambda m, i=i: seen.add(i), COMMAND_QOS)
+                                       lambda m, i=i: seen.add(("cmd", i)), COMMAND_QOS)
+        probe.node.create_subscription(Odometry, f"/robot_{i}/odom",
+                                       lambda m, i=i: seen.add(("odom", i)), STATE_QOS)
+    proc = _start_launch(launcher, "robots:=2", "rviz:=false")
+    expected = {(kind, i) for kind in ("cmd", "odom") for i in range(2)}
+    assert probe.wait_for(lambda: seen >= expected, timeout=90.0), \
+        f"saw only {sorted(seen)}\n{proc.log()[-3000:]}"
+    names = {n for n, _ in probe.node.get_node_names_and_namespaces()}
+    assert {"sim", "controller", "safety_filter"} <= names
+    assert proc.stop(timeout=60.0) == 0, proc.log()[-3000:]
+    log = proc.log()
+    # launch reports each child: 1 simulator + 2 x (controller + safety filter).
+    assert log.count("process has finished cleanly") == 5, log[-3000:]
+    assert "process has died" not in log, log[-3000:]
 
-    def until():
-        probe.executor.spin_once(timeout_sec=0.01)
-        return seen == {0, 1}
 
-    try:
-        _run_launch({"robots": "2", "rviz": "false"}, until, timeout=90.0)
-    finally:
-        probe.close()
-    assert seen == {0, 1}
-
-
-def test_hardware_backend_stops_the_launch_with_a_message():
-    rc = _run_launch({"robots": "2", "backend": "hardware"}, lambda: False, timeout=30.0)
-    assert rc == 0 or rc is None or isinstance(rc, int)
+def test_hardware_backend_stops_the_launch_with_a_message(launcher):
+    proc = _start_launch(launcher, "robots:=2", "backend:=hardware")
+    proc.wait(timeout=60.0)
+    assert "backend:=hardware is not wired yet" in proc.log(), proc.log()
+    assert "process started" not in proc.log(), "no node may start for the hardware backend"
 
 
 if __name__ == "__main__":
