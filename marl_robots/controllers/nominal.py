@@ -95,3 +95,52 @@ def saturate(u, v_max, xp=np):
     """Scale velocities [..., 2] down to speed ``v_max`` where they exceed it."""
     speed = xp.sqrt(xp.sum(u * u, axis=-1))
     return u * xp.where(speed > v_max, v_max / xp.maximum(speed, 1e-12), 1.0)[..., None]
+
+
+def cooperative_go_to_goal(
+    points,
+    goal,
+    nbr,
+    nbr_mask,
+    obstacles,
+    obstacle_mask,
+    safety_distance,
+    obstacle_margin,
+    gain,
+    v_max,
+    bias,
+    make_way_speed,
+    make_way_radius,
+    xp=np,
+):
+    """The nominal command used in simulation and onboard: go-to-goal, bias, make-way.
+
+    One function so that the JAX closed loop, the NumPy baseline and the ROS node compute the
+    same thing.
+
+    Args:
+        points: [..., 2] control points [m]; goal: [..., 2] goals [m].
+        nbr: [..., k, 2] sensed neighbours' control points [m]; nbr_mask: [..., k].
+        obstacles: [O, 3] (x, y, r) [m] (broadcast against ``points``); obstacle_mask: [O].
+        safety_distance: filter distance between control points [m].
+        obstacle_margin: clearance the filter keeps from obstacle surfaces [m].
+        gain, v_max, bias: see ``go_to_goal``.
+        make_way_speed, make_way_radius: step-aside speed (fraction of v_max) and gap [m],
+            see ``make_way``; 0 disables.
+        xp: array namespace.
+
+    Returns:
+        [..., 2] nominal control-point velocity [m/s].
+    """
+    gaps = xp.sqrt(xp.sum((points[..., None, :] - nbr) ** 2, axis=-1)) - safety_distance
+    robot_clear = xp.min(xp.where(nbr_mask, gaps, xp.inf), axis=-1, initial=xp.inf)
+    d_obs = xp.sqrt(xp.sum((points[..., None, :] - obstacles[..., :2]) ** 2, axis=-1))
+    d_obs = d_obs - obstacles[..., 2] - obstacle_margin
+    obs_clear = xp.min(xp.where(obstacle_mask, d_obs, xp.inf), axis=-1, initial=xp.inf)
+    u = go_to_goal(points, goal, gain, v_max, bias, xp.minimum(robot_clear, obs_clear), xp=xp)
+    if make_way_speed:
+        push = make_way(
+            points, nbr, nbr_mask, safety_distance, make_way_speed * v_max, make_way_radius, xp=xp
+        )
+        u = saturate(u + push, v_max, xp)
+    return u

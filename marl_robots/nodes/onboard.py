@@ -366,21 +366,11 @@ def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.nda
     points = control_points(poses, model)
     nbr, mask, nearest = neighbour_list(points, index, setup.sensing)
     p = points[index:index + 1]
-    robot_clear = nearest - cbf.safety_distance
-    obs = setup.world.obstacles
-    if len(obs):
-        d_obs = np.linalg.norm(p[:, None, :] - obs[None, :, :2], axis=-1)
-        d_obs = d_obs - obs[None, :, 2] - cbf.obstacle_margin
-        obs_clear = np.min(np.where(setup.world.obstacle_mask[None], d_obs, np.inf), axis=-1)
-    else:
-        obs_clear = np.array([np.inf])
-    clearance = np.minimum(robot_clear, obs_clear)
-    u = nominal.go_to_goal(p, np.asarray(goal, dtype=float)[None], setup.goal_gain,
-                           model.v_max, setup.bias, clearance, xp=np)
-    if setup.make_way:
-        push = nominal.make_way(p, nbr, mask, cbf.safety_distance, setup.make_way * model.v_max,
-                                setup.make_way_radius_m, xp=np)
-        u = nominal.saturate(u + push, model.v_max, np)
+    u = nominal.cooperative_go_to_goal(
+        p, np.asarray(goal, dtype=float)[None], nbr, mask, setup.world.obstacles,
+        setup.world.obstacle_mask, cbf.safety_distance, cbf.obstacle_margin, setup.goal_gain,
+        model.v_max, setup.bias, setup.make_way, setup.make_way_radius_m, xp=np,
+    )
     yaw = np.asarray(poses, dtype=float)[index:index + 1, 2]
     return Unicycle.from_point_velocity(u, yaw, model, np)[0]
 

@@ -85,18 +85,6 @@ def cbf_params(
     )
 
 
-def constraint_clearance(points, graph, state: NavState, cbf: CBFParams) -> jax.Array:
-    """Distance [n] from each control point to the nearest robot safety disc or obstacle [m]."""
-    robot = jnp.min(jnp.where(graph.mask, graph.distance, jnp.inf), axis=-1, initial=jnp.inf)
-    robot = robot - cbf.safety_distance
-    d_obs = jnp.linalg.norm(points[:, None, :] - state.obstacles[None, :, :2], axis=-1)
-    d_obs = d_obs - state.obstacles[None, :, 2] - cbf.obstacle_margin
-    obstacle = jnp.min(
-        jnp.where(state.obstacle_mask[None, :], d_obs, jnp.inf), axis=-1, initial=jnp.inf
-    )
-    return jnp.minimum(robot, obstacle)
-
-
 class ControlOutput(NamedTuple):
     """One period of control: actions [n, 2], nominal actions [n, 2], filter status [n]."""
 
@@ -120,26 +108,11 @@ def _prepare(task, cfg, state, params, cbf) -> _Prepared:
     robot = task.robot
     points = robot.control_point(state.pos, state.yaw, params, jnp)
     graph = neighbour_graph(points, cfg.neighbours, cfg.sensing_radius_m)
-    u_nom = nominal.go_to_goal(
-        points,
-        state.goal,
-        cfg.goal_gain,
-        params.v_max,
-        cfg.bias,
-        constraint_clearance(points, graph, state, cbf),
-        xp=jnp,
+    u_nom = nominal.cooperative_go_to_goal(
+        points, state.goal, points[graph.index], graph.mask, state.obstacles,
+        state.obstacle_mask, cbf.safety_distance, cbf.obstacle_margin, cfg.goal_gain,
+        params.v_max, cfg.bias, cfg.make_way, cfg.make_way_radius_m, xp=jnp,
     )
-    if cfg.make_way:
-        push = nominal.make_way(
-            points,
-            points[graph.index],
-            graph.mask,
-            cbf.safety_distance,
-            cfg.make_way * params.v_max,
-            cfg.make_way_radius_m,
-            xp=jnp,
-        )
-        u_nom = nominal.saturate(u_nom + push, params.v_max, jnp)
     limits = robot.limits(state.yaw, params, jnp)
     nominal_action = robot.from_point_velocity(u_nom, state.yaw, params, jnp)
     return _Prepared(points, u_nom, graph, limits, nominal_action)

@@ -35,33 +35,11 @@ def numpy_step(task: NavigationTask, cfg: ControlConfig, state: dict, params, cb
     pos, yaw = state["pos"], state["yaw"]
     points = robot.control_point(pos, yaw, params, np)
     graph = neighbour_graph_np(points, cfg.neighbours, cfg.sensing_radius_m)
-    robot_clear = np.min(np.where(graph.mask, graph.distance, np.inf), axis=-1, initial=np.inf)
-    robot_clear = robot_clear - cbf.safety_distance
-    d_obs = np.linalg.norm(points[:, None, :] - state["obstacles"][None, :, :2], axis=-1)
-    d_obs = d_obs - state["obstacles"][None, :, 2] - cbf.obstacle_margin
-    obs_clear = np.min(
-        np.where(state["obstacle_mask"][None], d_obs, np.inf), axis=-1, initial=np.inf
+    u_nom = nominal.cooperative_go_to_goal(
+        points, state["goal"], points[graph.index], graph.mask, state["obstacles"],
+        state["obstacle_mask"], cbf.safety_distance, cbf.obstacle_margin, cfg.goal_gain,
+        params.v_max, cfg.bias, cfg.make_way, cfg.make_way_radius_m, xp=np,
     )
-    u_nom = nominal.go_to_goal(
-        points,
-        state["goal"],
-        cfg.goal_gain,
-        params.v_max,
-        cfg.bias,
-        np.minimum(robot_clear, obs_clear),
-        xp=np,
-    )
-    if cfg.make_way:
-        push = nominal.make_way(
-            points,
-            points[graph.index],
-            graph.mask,
-            cbf.safety_distance,
-            cfg.make_way * params.v_max,
-            cfg.make_way_radius_m,
-            xp=np,
-        )
-        u_nom = nominal.saturate(u_nom + push, params.v_max, np)
     limits = robot.limits(yaw, params, np)
     status = np.zeros(task.n, np.int32)
     if cfg.filter is not None:
