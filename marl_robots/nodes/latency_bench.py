@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -28,25 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from marl_robots.core.machine import machine_description as base_machine_description
+
 #: Target p99 latency [ms].
 TARGET_P99_MS = 2.0
 
 
 def machine_description() -> dict:
-    """CPU model, core count, OS, Python and ROS middleware of this machine."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+    """The machine (``core.machine``) plus the ROS distribution and middleware."""
+    return base_machine_description() | {
         "ros_distro": os.environ.get("ROS_DISTRO", "none (ros-* wheels)"),
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
     }

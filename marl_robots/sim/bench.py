@@ -10,8 +10,6 @@ environment per step from Python, timed in the same process on the same machine.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,27 +17,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from marl_robots.core.machine import machine_description as base_machine_description
 from marl_robots.sim.closed_loop import rollout
 from marl_robots.sim.numpy_loop import numpy_step, to_numpy_inputs
 from marl_robots.sim.run import RunSpec, build
 
 
 def machine_description() -> dict:
-    """CPU model, core count, OS, Python/JAX versions and the JAX device."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine (``core.machine``) plus the JAX version and device."""
     dev = jax.devices()[0]
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
+    return base_machine_description() | {
         "jax": jax.__version__,
         "jax_device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
     }
