@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from marl_robots.core.validate import unknown_name
+
 T = TypeVar("T")
 
 
@@ -87,9 +89,7 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"{source}: {unknown_name('key', unknown[0], fields)}")
     kwargs = {k: _check_value(v, hints[k], f"{source}: key {k!r}") for k, v in data.items()}
     missing = [
         name
@@ -106,15 +106,46 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>") -> T:
         raise ConfigError(f"{source}: {err}") from err
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f"line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                f"(first given on line {seen[key]})"
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse YAML safely, refusing duplicate keys (PyYAML keeps the last one silently).
+
+    Raises:
+        ConfigError: naming ``source``, for invalid YAML or a duplicate key.
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from err
+
+
 def load_config(cls: type[T], path: str | Path, section: str | None = None) -> T:
     """Load dataclass ``cls`` from a YAML file (optionally one top-level ``section`` of it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    data = load_yaml(path.read_text(), str(path)) or {}
     if section is not None:
         if not isinstance(data, dict) or section not in data:
             raise ConfigError(f"{path}: missing section {section!r}")
