@@ -7,11 +7,13 @@ and transient-local (late joiners get the last value); diagnostics are reliable.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -24,8 +26,10 @@ from rclpy.exceptions import (
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
-from marl_robots.nodes.onboard import ParameterError, ParamSpec
+from marl_robots.core.validate import unknown_name
+from marl_robots.nodes.onboard import ParameterError, ParamSpec, help_text, wants_help
 
 #: Odometry and other fast state: newest sample only.
 STATE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
@@ -46,8 +50,20 @@ DISPLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
 
-#: Longest teardown of a node process before it exits regardless [s].
-CLEANUP_TIMEOUT_S = 10.0
+#: Longest teardown of a node process (final command, destroy, shutdown) before it exits
+#: regardless [s]; below launch's 5 s SIGINT-to-SIGTERM escalation.
+CLEANUP_TIMEOUT_S = 3.0
+#: Last resort [s]: a teardown stuck in C code *holding the GIL* cannot be timed out from Python;
+#: faulthandler's C watchdog then dumps every thread's stack and exits with status 1.
+HARD_EXIT_S = CLEANUP_TIMEOUT_S + 2.0
+#: Pause between the final zero commands and destroying the nodes [s].  Commands are best
+#: effort: a sample still on its way when the writer's participant is destroyed can be dropped
+#: by a reader that processes the removal first (seen under load on 1 in ~40 nodes).
+FINAL_COMMAND_LINGER_S = 0.3
+#: Longest wait of the executor between checks of the stop flag [s] (SIGINT latency).
+SPIN_PERIOD_S = 0.1
+#: Parameters rclpy declares on every node itself (never unknown).
+_RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 _TYPES = {
     "bool": Parameter.Type.BOOL,
@@ -84,7 +100,25 @@ def declare_parameters(node, specs: tuple[ParamSpec, ...]) -> dict:
         except ParameterUninitializedException:
             value = []
         values[spec.name] = list(value) if spec.kind.endswith("_array") else value
+    check_overrides(node, specs)
     return values
+
+
+def check_overrides(node, specs: tuple[ParamSpec, ...]) -> None:
+    """Refuse parameter overrides (``--params-file``, ``-p``) that the node does not declare.
+
+    rclpy keeps every override addressed to this node in ``node._parameter_overrides`` and,
+    with ``allow_undeclared_parameters=False`` (the default), silently ignores those never
+    declared: a ``gama:`` typo would run with the default ``gamma``.
+
+    Raises:
+        ParameterError: naming the first unknown parameter and the nearest declared one.
+
+    """
+    known = {spec.name for spec in specs} | set(_RCLPY_PARAMETERS) | set(node._parameters)
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    for name in sorted(set(overrides) - known):
+        raise ParameterError(name, unknown_name("parameter", name, sorted(s.name for s in specs)))
 
 
 def steady_clock() -> Clock:
@@ -97,55 +131,119 @@ def monotonic() -> float:
     return time.monotonic()
 
 
-def run(make_node: Callable[[], object], args=None) -> int:
-    """Create a node, spin it, and map the outcome to a process exit code.
+class StopRequest:
+    """SIGINT / SIGTERM turned into a flag that the spin loop polls.
+
+    Why not rclpy's own handlers (the root cause of unclean shutdowns): on SIGINT rclpy shuts
+    every context down *from its signal-handling thread*, while the main thread may be inside
+    a callback or ``take_message`` (which then fails in rcl with a ``RuntimeError``, or in the
+    middleware), and then lets Python raise ``KeyboardInterrupt`` at whatever bytecode runs
+    next - inside a finaliser such as ``Future.__del__`` it is printed and lost, and the
+    process keeps running; a second SIGINT raises again in the middle of teardown.  Here the
+    handler only records the request; the main thread leaves the spin loop between callbacks,
+    publishes the final commands and tears down in order, and repeated signals are ignored.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        """True once SIGINT or SIGTERM arrived."""
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def install(self) -> StopRequest:
+        """Install the handlers (main thread only); returns self."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        """Restore the previous handlers."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _as_list(built) -> list:
+    return list(built) if isinstance(built, (list, tuple)) else [built]
+
+
+def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
+        specs: tuple[ParamSpec, ...] = (), summary: str = "") -> int:
+    """Create one node (or several), spin them in one executor, map the outcome to an exit code.
+
+    Shutdown semantics: SIGINT or SIGTERM (once or repeatedly) stops spinning between two
+    callbacks; every node's ``stop()`` (if it has one) then publishes its final zero command;
+    the nodes are destroyed and the context shut down, bounded by ``CLEANUP_TIMEOUT_S``.
 
     Args:
-        make_node: builds the node; it may raise ``ParameterError`` (or return a node whose
-            ``failed`` attribute holds an error message after start-up).
-        args: command-line arguments for ``rclpy.init`` (``None``: ``sys.argv``).
+        make_node: builds the node, or a list of nodes; it may raise ``ParameterError`` (or
+            return nodes whose ``failed`` attribute holds (parameter, reason) after start-up).
+        args: command line, program name first (``None``: ``sys.argv``); ``-h``/``--help``
+            before ``--ros-args`` prints ``help_text`` of ``specs`` and returns 0.
+        specs: the node's parameter table (for ``--help``).
+        summary: what the node does (for ``--help``).
 
     Returns:
-        0 after SIGINT / external shutdown, 1 when the node failed to configure.
+        0 after SIGINT / SIGTERM / external shutdown, 1 when a node failed to configure.
 
     """
-    rclpy.init(args=args)
-    node = None
+    argv = list(sys.argv if args is None else args)
+    if wants_help(argv[1:]):
+        prog = os.path.basename(argv[0]).removesuffix(".py") if argv else "node"
+        print(help_text(prog, summary, specs))
+        return 0
+    stop = StopRequest().install()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    nodes: list = []
+    executor = None
     code = 0
     try:
-        node = make_node()
-        failed = getattr(node, "failed", None)
-        if failed:
-            raise ParameterError(*failed)
-        # rclpy's experimental EventsExecutor would cut per-callback overhead, but in Kilted
-        # it does not return on SIGINT; the SingleThreadedExecutor is on every distribution.
+        nodes = _as_list(make_node())
+        for node in nodes:
+            failed = getattr(node, "failed", None)
+            if failed:
+                raise ParameterError(*failed)
         executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        for node in nodes:
+            executor.add_node(node)
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except ParameterError as err:
         print(f"[FATAL] failed to configure: {err}", file=sys.stderr, flush=True)
         code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = 0
-    except Exception:  # noqa: BLE001 - see below
-        # SIGINT shuts the context down under a running callback, which then fails in rcl
-        # ("context is invalid"): that is a clean shutdown, anything else is a real error.
-        if rclpy.ok():
-            raise
-        code = 0
-    finally:
-        if not _bounded(lambda: _cleanup(node), CLEANUP_TIMEOUT_S):
-            # Rarely, destroying a DDS entity blocks in the middleware (seen when peers exit
-            # at the same moment); the exit code matters more than a tidy teardown.
-            print(f"[WARN] cleanup took over {CLEANUP_TIMEOUT_S} s; exiting anyway",
-                  file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(code)
+    except ExternalShutdownException:
+        pass
+    faulthandler.dump_traceback_later(HARD_EXIT_S, exit=True)
+    if not _bounded(lambda: _teardown(nodes, executor, final=code == 0),
+                    CLEANUP_TIMEOUT_S):
+        # Destroying a DDS entity can block in the middleware (peers exiting at the same
+        # moment); the exit code and the final command already sent matter more.
+        print(f"[WARN] teardown took over {CLEANUP_TIMEOUT_S} s; exiting anyway",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+    faulthandler.cancel_dump_traceback_later()
+    stop.uninstall()
     return code
 
 
-def _cleanup(node) -> None:
-    if node is not None:
+def _teardown(nodes: list, executor, final: bool) -> None:
+    """Final commands (when the nodes ran), then destroy the nodes and the context, in order."""
+    stopping = [node for node in (nodes if final else ()) if hasattr(node, "stop")]
+    for node in stopping:
+        node.stop()
+    if stopping:
+        time.sleep(FINAL_COMMAND_LINGER_S)
+    if executor is not None:
+        executor.shutdown(timeout_sec=0.0)
+    for node in nodes:
         node.destroy_node()
     rclpy.try_shutdown()
 

@@ -97,10 +97,15 @@ class ControllerNode(Node):
                 command = np.zeros(2)
         self.pub.publish(conv.twist_msg(command))
 
+    def stop(self) -> None:
+        """Final command on shutdown: a zero nominal command."""
+        if not self.failed:
+            self.pub.publish(conv.twist_msg(np.zeros(2)))
+
 
 def main(args=None) -> int:
     """Entry point of ``controller_node``: 0 on SIGINT, 1 on invalid parameters."""
-    return run(ControllerNode, args)
+    return run(ControllerNode, args, CONTROLLER_PARAMS, __doc__)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,43 @@ SIM_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
+def wants_help(argv) -> bool:
+    """True if ``-h`` or ``--help`` comes before any ``--ros-args`` in ``argv`` (no program)."""
+    for token in argv:
+        if token == "--ros-args":
+            return False
+        if token in ("-h", "--help"):
+            return True
+    return False
+
+
+def help_text(prog: str, summary: str, specs: tuple[ParamSpec, ...]) -> str:
+    """``--help`` of a node executable: usage, what it does, every parameter with its default.
+
+    Args:
+        prog: executable name.
+        summary: what the node does (a paragraph).
+        specs: the node's parameter table (units are in each description).
+
+    """
+    lines = [
+        f"usage: {prog} [-h] [--ros-args [-p NAME:=VALUE]... [--params-file FILE]... "
+        "[-r FROM:=TO]...]",
+        "",
+        summary.strip(),
+        "",
+        "Exit status: 0 on SIGINT/SIGTERM (after a final zero command where the node commands),",
+        "1 when a parameter is invalid or unknown (the message names it).",
+        "",
+        "parameters (name, type, default: meaning [unit]):",
+    ]
+    width = max((len(s.name) for s in specs), default=0)
+    for spec in specs:
+        default = "[]" if spec.default is None else repr(spec.default)
+        lines.append(f"  {spec.name:<{width}}  {spec.kind:<12} {default:<22} {spec.description}")
+    return "\n".join(lines)
+
+
 def param_defaults(specs: tuple[ParamSpec, ...]) -> dict:
     """``{name: default}`` of a parameter table (``None`` defaults left out)."""
     return {s.name: s.default for s in specs if s.default is not None}

@@ -136,6 +136,12 @@ class SafetyFilterNode(LifecycleNode):
         self.active = False
         return super().on_deactivate(state)
 
+    def stop(self) -> None:
+        """Final command on process shutdown (SIGINT/SIGTERM): one zero ``cmd_vel``."""
+        if self.active:
+            self._publish(np.zeros(2), "shutdown: final zero command", conv.LEVEL_WARN, -1, 0.0)
+            self.active = False
+
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Destroy what configure created."""
         self._teardown()
@@ -281,7 +287,7 @@ def make_node() -> SafetyFilterNode:
 
 def main(args=None) -> int:
     """Entry point of ``safety_filter_node``: 0 on SIGINT, 1 if configuration fails."""
-    return run(make_node, args)
+    return run(make_node, args, SAFETY_FILTER_PARAMS, __doc__)
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ class SimNode(Node):
 
 def main(args=None) -> int:
     """Entry point of ``sim_node``: 0 on SIGINT, 1 on invalid parameters."""
-    return run(SimNode, args)
+    return run(SimNode, args, SIM_PARAMS, __doc__)
 
 
 if __name__ == "__main__":

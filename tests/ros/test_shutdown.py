@@ -1,0 +1,124 @@
+"""Clean shutdown of the whole stack under load: SIGINT twice, every process exits 0 in time.
+
+Each repetition starts sim_node + 8 x (controller_node + safety_filter_node) in separate
+processes (the launch expansion), next to CPU-burning processes that saturate both cores,
+waits until every robot is being commanded, then sends SIGINT to every process group twice in
+a row (a terminal's Ctrl-C plus ``ros2 launch`` forwarding it).  It asserts that every process
+exits with status 0 within ``EXIT_BUDGET_S`` of the first SIGINT, that no log holds a
+traceback or an ignored exception, and that the last command the probe received from every
+commanding node (``cmd_vel`` of each safety filter, ``cmd_vel_nominal`` of each controller) is
+zero.  Repeated ``REPETITIONS`` times: the failures this guards against were intermittent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("rclpy")
+
+from conftest import MIN_TIMEOUT_S, Launcher, Probe, next_domain_id  # noqa: E402
+from geometry_msgs.msg import Twist  # noqa: E402
+
+from marl_robots.nodes.common import COMMAND_QOS  # noqa: E402
+from marl_robots.nodes.expansion import expand_swarm  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+N_ROBOTS = 8
+REPETITIONS = 5
+#: Every process must be gone this long after the first SIGINT [s] (issue 10).
+EXIT_BUDGET_S = 10.0
+#: Start-up of 17 processes on a loaded 2-core machine, until every robot moves [s].
+START_BUDGET_S = 150.0
+#: After the last process exited, time for the probe to take the final commands [s].
+DRAIN_S = MIN_TIMEOUT_S
+#: CPU burners (one per core of the CI machine).
+BURNERS = 2
+#: Signs of an unclean exit in a node's log.
+BAD_LOG_MARKS = ("Traceback", "Exception ignored", "KeyboardInterrupt", "teardown took over")
+
+
+@pytest.fixture(scope="module")
+def cpu_load():
+    """Busy-looping processes that keep both cores saturated during the module."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                              start_new_session=True) for _ in range(BURNERS)]
+    yield procs
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_all(launcher: Launcher) -> None:
+    for p in launcher.procs:
+        if p.proc.poll() is None:
+            try:
+                os.killpg(p.proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.parametrize("repetition", range(REPETITIONS))
+def test_double_sigint_under_load_exits_every_process_cleanly(repetition, cpu_load, tmp_path):
+    assert all(p.poll() is None for p in cpu_load), "the CPU load is not running"
+    domain = next_domain_id()
+    launcher = Launcher(domain, tmp_path)
+    probe = Probe(domain)
+    names = [f"robot_{i}" for i in range(N_ROBOTS)]
+    last = {}  # (topic) -> newest (v, omega)
+    moving = set()
+
+    def record(topic, msg):
+        cmd = (msg.linear.x, msg.angular.z)
+        last[topic] = cmd
+        if cmd != (0.0, 0.0):
+            moving.add(topic)
+
+    topics = [f"/{ns}/{t}" for ns in names for t in ("cmd_vel", "cmd_vel_nominal")]
+    for topic in topics:
+        probe.node.create_subscription(Twist, topic, lambda m, t=topic: record(t, m),
+                                       COMMAND_QOS)
+    try:
+        for spec in expand_swarm(robots=N_ROBOTS, scenario="antipodal"):
+            launcher.start_spec(spec)
+        assert probe.wait_for(lambda: moving >= set(topics), timeout=START_BUDGET_S), \
+            f"not every node commanded motion: missing {sorted(set(topics) - moving)}\n" \
+            f"{launcher.logs()}"
+        t0 = time.monotonic()
+        _signal_all(launcher)
+        _signal_all(launcher)  # the second SIGINT, right after the first
+        exit_s = {}
+
+        def all_exited():
+            for p in launcher.procs:
+                if p.tag not in exit_s and p.proc.poll() is not None:
+                    exit_s[p.tag] = time.monotonic() - t0
+            return len(exit_s) == len(launcher.procs)
+
+        probe.wait_for(all_exited, timeout=EXIT_BUDGET_S + 5.0)
+        # The final commands were sent before the processes exited; let the probe take them.
+        probe.wait_for(lambda: all(last.get(t) == (0.0, 0.0) for t in topics), timeout=DRAIN_S)
+    finally:
+        codes = launcher.stop_all()
+        probe.close()
+    logs = launcher.logs()
+    assert len(codes) == 1 + 2 * N_ROBOTS
+    slow = {tag: round(s, 2) for tag, s in exit_s.items() if s > EXIT_BUDGET_S}
+    missing = sorted(set(codes) - set(exit_s))
+    assert not missing and not slow, f"not exited within {EXIT_BUDGET_S} s: " \
+        f"{missing} {slow}\n{logs}"
+    bad = {tag: rc for tag, rc in codes.items() if rc != 0}
+    assert not bad, f"non-zero exit after SIGINT: {bad}\n{logs}"
+    for p in launcher.procs:
+        text = p.log_path.read_text(errors="replace")
+        marks = [m for m in BAD_LOG_MARKS if m in text]
+        assert not marks, f"{p.tag}: {marks} in its log:\n{text[-3000:]}"
+    not_zero = {t: last.get(t) for t in topics if last.get(t) != (0.0, 0.0)}
+    assert not not_zero, f"last command received is not zero: {not_zero}"
+    print(f"repetition {repetition}: slowest exit {max(exit_s.values()):.2f} s")
