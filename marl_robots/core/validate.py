@@ -142,7 +142,7 @@ def check_layout(
         n = len(pts)
         if n > 1:
             diff = pts[:, None] - pts[None]
-            dist = np.sqrt(np.sum(diff * diff, -1)) + np.eye(n) * np.inf
+            dist = np.where(np.eye(n, dtype=bool), np.inf, np.sqrt(np.sum(diff * diff, -1)))
             i, j = np.unravel_index(np.argmin(dist), dist.shape)
             if dist[i, j] < pair_distance_m - LAYOUT_TOL_M:
                 raise ValidationError(
