@@ -62,7 +62,12 @@ setup(
             "ros-lifecycle-msgs",
             "ros-rcl-interfaces",
         ],
+        # Quadrotor backends beyond pure JAX (MuJoCo CPU + MJX, PyBullet).
+        "quad": ["mujoco>=3.2", "mujoco-mjx>=3.2", "pybullet>=3.2"],
         "test": [
+            "mujoco>=3.2",
+            "mujoco-mjx>=3.2",
+            "pybullet>=3.2",
             "pytest>=7",
             "hypothesis>=6.100",
             "cvxpy>=1.4",
