@@ -28,6 +28,9 @@ ClassK = Literal["linear", "cubic"]
 CLASS_K_NAMES: tuple[str, ...] = ("linear", "cubic")
 #: Right-hand side used for absent (masked) rows: never active.
 INACTIVE_B = 1e6
+#: Below this distance between two points [m] a barrier's gradient is taken to vanish, and a
+#: deterministic separating direction of this length replaces it (see ``separating_diff``).
+DEGENERATE_M = 1e-4
 
 
 def class_k(h, gamma, kind: ClassK, dt, xp=np):
@@ -72,7 +75,22 @@ def _rows(grad_coeff, h, alpha, present, xp):
     return Rows(A, b, xp.where(present, h, xp.inf))
 
 
-def robot_rows(p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np) -> Rows:
+def separating_diff(diff, sign, xp=np):
+    """``diff`` [..., 2], or ``sign * (DEGENERATE_M, 0)`` where ``|diff| < DEGENERATE_M``.
+
+    Two coincident points have no gradient to push apart along, so the barrier row would
+    vanish and a robot could sit at ``h < 0`` with status OK.  The replacement keeps the row:
+    robots ``i < j`` that coincide separate along -x and +x (``sign = sign(id_i - id_j)``), and
+    a robot at an obstacle's centre leaves along +x.  The barrier value is unchanged.
+    """
+    small = xp.sum(diff * diff, axis=-1) < DEGENERATE_M * DEGENERATE_M
+    sub = xp.stack([sign * DEGENERATE_M, xp.zeros_like(sign * DEGENERATE_M)], axis=-1)
+    return xp.where(small[..., None], sub.astype(diff.dtype), diff)
+
+
+def robot_rows(
+    p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np, order=None
+) -> Rows:
     """Robot-robot rows for each robot against its padded neighbour list.
 
     Args:
@@ -83,11 +101,14 @@ def robot_rows(p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np) ->
         gamma: [...] per-robot class-K gain.
         kind, dt: class-K function and sample period, see ``class_k``.
         share: fraction of the pairwise condition this robot enforces (1/2 decentralised).
+        order: [..., k] sign(id_i - id_j) of each pair, used where the points coincide
+            (``None``: +1, which brakes coincident robots' approach but does not part them).
     """
     diff = p[..., None, :] - nbr  # [..., k, 2]
     h = xp.sum(diff * diff, axis=-1) - distance * distance
     alpha = class_k(h, gamma[..., None], kind, dt, xp)
-    return _rows(2.0 * diff, h, share * alpha, nbr_mask, xp)
+    sign = xp.ones(h.shape, dtype=p.dtype) if order is None else order.astype(p.dtype)
+    return _rows(2.0 * separating_diff(diff, sign, xp), h, share * alpha, nbr_mask, xp)
 
 
 def obstacle_rows(
@@ -119,6 +140,7 @@ def obstacle_rows(
         present = xp.take_along_axis(present, keep, axis=-1)
     h = dist2 - reach * reach
     alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    diff = separating_diff(diff, xp.ones(h.shape, dtype=p.dtype), xp)
     return _rows(2.0 * diff, h, alpha, present, xp)
 
 
@@ -141,6 +163,30 @@ def wall_rows(p, arena, margin, gamma, kind, dt, xp=np) -> Rows:
     grad = xp.broadcast_to(grad, h.shape + (2,))
     alpha = class_k(h, gamma[..., None], kind, dt, xp)
     return _rows(grad, h, alpha, xp.ones(h.shape, dtype=bool), xp)
+
+
+def heading_rows(c, heading, nbr_c, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np):
+    """Rows that keep two unicycle *axles* apart, written on the look-ahead point's velocity.
+
+    A unicycle's axle ``c`` moves with ``v e`` (``e`` the heading) and its look-ahead point
+    with ``u = v e + l omega e_perp``, so ``v = e . u`` and the axle barrier
+    ``h = |c_i - c_j|^2 - d^2`` gives the row ``-2 ((c_i - c_j) . e) e . u <= share alpha(h)``,
+    linear in ``u`` like every other row.  The filter adds these rows where the control points
+    are already inside their margin (a start inside it, or the float slop of the arc motion):
+    there the control-point barrier no longer implies body separation, and the recovery must
+    not let the axles swing into contact while the look-ahead points part.
+
+    Args:
+        c: [..., 2] own axle positions [m]; heading: [..., 2] unit headings.
+        nbr_c: [..., k, 2] neighbour axle positions [m]; nbr_mask: [..., k] rows present.
+        distance: least axle distance d [m]; gamma, kind, dt, share: as ``robot_rows``.
+    """
+    diff = c[..., None, :] - nbr_c
+    h = xp.sum(diff * diff, axis=-1) - distance * distance
+    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    along = xp.sum(diff * heading[..., None, :], axis=-1)  # (c_i - c_j) . e_i
+    grad = 2.0 * along[..., None] * heading[..., None, :]
+    return _rows(grad, h, share * alpha, nbr_mask, xp)
 
 
 def box_rows(yaw, half_width, xp=np) -> Rows:

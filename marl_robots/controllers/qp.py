@@ -279,3 +279,130 @@ def solve_qp_dense(P, q, G, h, xp=np, iters: int = 30) -> QPResult:
     dual = xp.max(xp.abs(P @ x + q + G.T @ z))
     gap = xp.sum(s * z) / m
     return QPResult(x, z, primal, dual, gap)
+
+
+def solve_qp_soft(P, q, G, h, soft, weight, upper, xp=np, iters: int = 30) -> QPResult:
+    """Minimal-violation QP with one slack per row: only the rows marked ``soft`` may give.
+
+    Solves, over x and a slack ``sigma`` [m] (one per row)::
+
+        min 1/2 x'Px + q'x + 1/2 sum_i weight_i sigma_i^2
+        s.t. G x - soft * sigma <= h,   0 <= sigma <= upper
+
+    so a hard row (``soft`` False) is never loosened, and a soft row is loosened by at most
+    ``upper``.  Same Mehrotra predictor-corrector as ``solve_qp_dense`` on the stacked variable
+    (x, sigma); the slack block of the Newton system is diagonal and is eliminated exactly
+    (Schur complement), so each iteration solves only an [n, n] system whatever the row count.
+
+    Args:
+        P: [n, n] positive definite; q: [n].
+        G: [m, n] rows; h: [m] right-hand sides.
+        soft: [m] bool, rows that may be loosened.
+        weight: [m] positive slack weights.
+        upper: [m] positive upper bounds of the slack (any positive value on hard rows).
+        xp: ``numpy`` or ``jax.numpy``.
+        iters: Newton iterations.
+
+    Returns:
+        ``QPResult`` with x [n] and z [m] the slack sigma; ``primal_residual`` is the largest
+        violation of ``G x - soft * sigma <= h`` and of the slack bounds.
+    """
+    n = P.shape[-1]
+    m = G.shape[-2]
+    dtype = P.dtype
+    c = soft.astype(dtype)
+    x = xp.zeros(n, dtype=dtype)
+    sig = xp.zeros(m, dtype=dtype)
+    # Three row groups: G x - c sigma <= h (1), -sigma <= 0 (2), sigma <= upper (3).
+    s1 = xp.maximum(h, 1.0)
+    s2 = xp.ones(m, dtype=dtype)
+    s3 = xp.maximum(upper, 1.0)
+    z1 = xp.ones(m, dtype=dtype)
+    z2 = xp.ones(m, dtype=dtype)
+    z3 = xp.ones(m, dtype=dtype)
+    info = np.finfo(np.dtype(str(dtype)))
+    mu_floor = 10.0 * float(info.eps)
+    floor = float(info.eps) ** 2
+
+    def residuals(x, sig, s, z):
+        s1, s2, s3 = s
+        z1, z2, z3 = z
+        rd_x = P @ x + q + G.T @ z1
+        rd_s = weight * sig - c * z1 - z2 + z3
+        rp1 = G @ x - c * sig + s1 - h
+        rp2 = -sig + s2
+        rp3 = sig + s3 - upper
+        return rd_x, rd_s, (rp1, rp2, rp3)
+
+    def newton(x, sig, s, z, rc):
+        rd_x, rd_s, rp = residuals(x, sig, s, z)
+        d = [zi / si for zi, si in zip(z, s)]
+        t = [(zi * rpi - rci) / si for zi, rpi, rci, si in zip(z, rp, rc, s)]
+        rhs_x = -rd_x - G.T @ t[0]
+        rhs_s = -rd_s + c * t[0] + t[1] - t[2]
+        E = weight + c * d[0] + d[1] + d[2]
+        K = P + (G.T * (d[0] - c * d[0] * d[0] / E)) @ G
+        dx = xp.linalg.solve(K, rhs_x + G.T @ (c * d[0] * rhs_s / E))
+        dsig = (rhs_s + c * d[0] * (G @ dx)) / E
+        ds = (-rp[0] - (G @ dx - c * dsig), -rp[1] + dsig, -rp[2] - dsig)
+        dz = tuple(-(rci + zi * dsi) / si for rci, zi, dsi, si in zip(rc, z, ds, s))
+        return dx, dsig, ds, dz
+
+    def max_step(v, dv):
+        ratio = xp.where(dv < 0, -v / xp.where(dv < 0, dv, -1.0), xp.inf)
+        return xp.minimum(1.0, 0.99 * xp.min(ratio))
+
+    def step_len(s, z, ds, dz):
+        a = xp.asarray(1.0, dtype=dtype)
+        for v, dv in zip(s + z, ds + dz):
+            a = xp.minimum(a, max_step(v, dv))
+        return a
+
+    def iteration(_, carry):
+        x, sig, s, z = carry
+        mu = sum(xp.sum(si * zi) for si, zi in zip(s, z)) / (3 * m)
+        active = mu > mu_floor
+        rc_a = tuple(si * zi for si, zi in zip(s, z))
+        _, _, ds_a, dz_a = newton(x, sig, s, z, rc_a)
+        alpha_a = step_len(s, z, ds_a, dz_a)
+        mu_a = sum(
+            xp.sum((si + alpha_a * dsi) * (zi + alpha_a * dzi))
+            for si, zi, dsi, dzi in zip(s, z, ds_a, dz_a)
+        ) / (3 * m)
+        sigma_c = (mu_a / xp.maximum(mu, 1e-30)) ** 3
+        rc = tuple(
+            si * zi + dsi * dzi - sigma_c * mu for si, zi, dsi, dzi in zip(s, z, ds_a, dz_a)
+        )
+        dx, dsig, ds, dz = newton(x, sig, s, z, rc)
+        alpha = step_len(s, z, ds, dz)
+        ok = active & xp.all(xp.isfinite(dx)) & xp.all(xp.isfinite(dsig))
+        alpha = xp.where(ok, alpha, 0.0)
+        fin = lambda v: xp.where(xp.isfinite(v), v, 0.0)  # noqa: E731
+        x = x + alpha * fin(dx)
+        sig = sig + alpha * fin(dsig)
+        s = tuple(xp.maximum(si + alpha * fin(dsi), floor) for si, dsi in zip(s, ds))
+        z = tuple(xp.maximum(zi + alpha * fin(dzi), floor) for zi, dzi in zip(z, dz))
+        return x, sig, s, z
+
+    carry = (x, sig, (s1, s2, s3), (z1, z2, z3))
+    if getattr(xp, "__name__", "").startswith("jax"):
+        import jax  # noqa: PLC0415 - only on the JAX path
+
+        carry = jax.lax.fori_loop(0, iters, iteration, carry)
+    else:
+        for i in range(iters):
+            s, z = carry[2], carry[3]
+            if not sum(np.sum(si * zi) for si, zi in zip(s, z)) / (3 * m) > mu_floor:
+                break
+            try:
+                carry = iteration(i, carry)
+            except np.linalg.LinAlgError:
+                break
+    x, sig, s, z = carry
+    primal = xp.maximum(
+        xp.max(xp.maximum(G @ x - c * sig - h, 0.0)),
+        xp.max(xp.maximum(xp.maximum(-sig, sig - upper), 0.0)),
+    )
+    rd_x, _, _ = residuals(x, sig, s, z)
+    gap = sum(xp.sum(si * zi) for si, zi in zip(s, z)) / (3 * m)
+    return QPResult(x, sig, primal, xp.max(xp.abs(rd_x)), gap)

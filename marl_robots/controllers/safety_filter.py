@@ -15,10 +15,15 @@ Modes:
 
 Failure handling (fail closed, never a NaN):
 1. the QP is feasible -> status ``OK``;
-2. otherwise the barrier rows get one shared slack ``s >= 0`` minimising
-   ``|u - u_nom|^2 + relax_weight * s^2`` while actuator limits stay hard -> ``RELAXED``;
-3. the relaxation did not converge -> brake (zero command), ``INFEASIBLE``;
+2. otherwise (only possible when the robot is already inside some margin, ``h < 0``) each
+   violated row gets its own slack, weighted, and may give down to "no deeper"
+   (``dh/dt >= 0``), while every row with ``h >= 0`` and the actuator limits stay hard
+   -> ``RELAXED``.  Braking satisfies that relaxed problem, so it always has a solution; a
+   satisfied row is never loosened;
+3. the solvers failed numerically -> brake (zero command), ``INFEASIBLE``;
 4. non-finite inputs -> brake, ``INVALID_INPUT``.
+A barrier row whose gradient vanishes (coincident points) gets a deterministic separating
+direction (``cbf.separating_diff``) instead of disappearing.
 Velocity limits are QP rows (a body-frame box) and, for single integrators, a speed cap applied
 by uniform scaling, which keeps every satisfied barrier row with ``b >= 0`` satisfied.
 """
@@ -159,11 +164,13 @@ def _enforce_limits(u, limits: Limits, xp):
     return u * scale[..., None]
 
 
-def barrier_rows(points, nbr, nbr_mask, world: World, params: CBFParams, config, share, xp):
+def barrier_rows(
+    points, nbr, nbr_mask, world: World, params: CBFParams, config, share, xp, order=None
+):
     """Stack the robot, obstacle and wall rows of each robot: ``Rows`` with [..., m, ...]."""
     kind, dt = config.class_k, config.dt_s
     rr = cbf.robot_rows(
-        points, nbr, nbr_mask, params.safety_distance, params.gamma, kind, dt, share, xp
+        points, nbr, nbr_mask, params.safety_distance, params.gamma, kind, dt, share, xp, order
     )
     ob = cbf.obstacle_rows(
         points,
@@ -177,38 +184,74 @@ def barrier_rows(points, nbr, nbr_mask, world: World, params: CBFParams, config,
         xp,
     )
     wl = cbf.wall_rows(points, world.arena, params.wall_margin, params.gamma, kind, dt, xp)
+    return concat_rows((rr, ob, wl), xp)
+
+
+def concat_rows(parts, xp) -> cbf.Rows:
+    """Concatenate ``Rows`` along the row axis."""
     return cbf.Rows(
-        *(
-            xp.concatenate(parts, axis=-2 if parts[0].ndim > rr.b.ndim else -1)
-            for parts in zip(rr, ob, wl)
-        )
+        xp.concatenate([r.A for r in parts], axis=-2),
+        xp.concatenate([r.b for r in parts], axis=-1),
+        xp.concatenate([r.h for r in parts], axis=-1),
     )
 
 
-def _relaxed_one(A_soft, b_soft, A_hard, b_hard, u0, weight, iters, xp):
-    """Minimal-violation QP for one robot: variables (u_x, u_y, s)."""
-    ms, mh = A_soft.shape[0], A_hard.shape[0]
+def _normalised(A, b, xp):
+    """Rows scaled to unit normals (so slack is in m/s); zero rows keep A = 0 and b."""
+    norm = xp.sqrt(xp.sum(A * A, axis=-1))
+    present = norm * norm > qp.ROW_EPS
+    inv = xp.where(present, 1.0 / xp.where(present, norm, 1.0), 1.0)
+    return A * inv[..., None], b * inv, present
+
+
+def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
+    """Per-row minimal-violation projection of one robot's nominal command.
+
+    Barrier rows with ``h < 0`` (the robot is inside that margin) are soft: each may be
+    loosened by its own slack, down to "no deeper" (``b' <= 0``: ``dh/dt >= 0``); every row
+    with ``h >= 0`` and the actuator box stay hard.  Because hard barrier rows have
+    ``b = alpha(h) >= 0`` and the box holds 0, ``u = 0`` is always feasible.  The weighted
+    slacks come from ``qp.solve_qp_soft``; the command is then the *exact* projection
+    (``qp.project_2d``) onto the rows loosened by those slacks, so hard rows hold to the
+    projection's tolerance; if that fails, onto the "no deeper" polygon, which holds 0.
+
+    Returns:
+        ``(u [2], largest slack [m/s], ok)``.
+    """
     dtype = u0.dtype
-    P = xp.diag(xp.asarray([2.0, 2.0, 2.0 * weight], dtype=dtype))
-    q = xp.concatenate([-2.0 * u0, xp.zeros(1, dtype=dtype)])
-    G = xp.concatenate(
-        [
-            xp.concatenate([A_soft, -xp.ones((ms, 1), dtype=dtype)], axis=1),
-            xp.concatenate([A_hard, xp.zeros((mh, 1), dtype=dtype)], axis=1),
-            xp.asarray([[0.0, 0.0, -1.0]], dtype=dtype),
-        ],
-        axis=0,
-    )
-    h = xp.concatenate([b_soft, b_hard, xp.zeros(1, dtype=dtype)])
-    # Absent rows (zero normals) carry a huge right-hand side that would swamp the duality
-    # measure in float32; any positive value keeps them inactive.
-    h = xp.where(xp.any(G != 0, axis=1), h, 1.0)
-    res = qp.solve_qp_dense(P, q, G, h, xp=xp, iters=iters)
-    ok = xp.all(xp.isfinite(res.x)) & (res.primal_residual <= RELAX_TOL)
-    return res.x[:2], xp.maximum(res.x[2], 0.0), ok
+    An, bn, _ = _normalised(A, b, xp)
+    soft = h < 0
+    Gm = xp.concatenate([An, box_A], axis=0)
+    hm = xp.concatenate([bn, box_b], axis=0)
+    soft_all = xp.concatenate([soft, xp.zeros(box_b.shape, dtype=bool)])
+    upper = xp.where(soft_all, xp.maximum(-hm, 1e-6), 1.0)
+    w = xp.full(hm.shape, weight, dtype=dtype)
+    P = 2.0 * xp.eye(2, dtype=dtype)
+    res = qp.solve_qp_soft(P, -2.0 * u0, Gm, hm, soft_all, w, upper, xp=xp, iters=iters)
+    x = xp.where(xp.all(xp.isfinite(res.x)), res.x, 0.0)
+    viol = xp.clip(An @ x - bn, 0.0, xp.maximum(-bn, 0.0))
+    loosened = bn + xp.where(soft, viol + 1e-6, 0.0)
+    sol = qp.project_2d(Gm, xp.concatenate([loosened, box_b]), u0, xp)
+    no_deeper = xp.concatenate([xp.where(soft, xp.maximum(bn, 0.0), bn), box_b])
+    safe = qp.project_2d(Gm, no_deeper, u0, xp)
+    u = xp.where(sol.feasible, sol.u, xp.where(safe.feasible, safe.u, 0.0))
+    slack = xp.max(xp.where(soft, xp.maximum(An @ u - bn, 0.0), 0.0), initial=0.0)
+    return u, slack.astype(dtype), sol.feasible | safe.feasible
 
 
-def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, xp=np):
+def filter_robots(
+    points,
+    u_nom,
+    nbr,
+    nbr_mask,
+    world,
+    params,
+    limits,
+    config,
+    xp=np,
+    order=None,
+    extra=None,
+):
     """Decentralised filter for a batch of robots given their neighbour positions.
 
     Args:
@@ -217,6 +260,10 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
         nbr: [n, k, 2] neighbour positions [m]; nbr_mask: [n, k].
         world, params, limits, config: see the classes above.
         xp: ``numpy`` or ``jax.numpy``.
+        order: [n, k] sign(id_i - id_j) of each neighbour pair, so that coincident robots
+            part in opposite directions (``None``: they only stop approaching).
+        extra: more barrier ``Rows`` [n, e, ...] written on the same velocity (for example
+            ``cbf.heading_rows`` of unicycles), or ``None``.
 
     Returns:
         ``(u_safe [n, 2], FilterInfo)``.
@@ -228,21 +275,36 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
         & xp.all(xp.isfinite(nbr) | ~nbr_mask[..., None], axis=(-2, -1))
         & xp.isfinite(params.gamma)
     )
+    if extra is not None:
+        finite = finite & xp.all(xp.isfinite(extra.A), axis=(-2, -1))
+        finite = finite & xp.all(xp.isfinite(extra.b) | (extra.b == cbf.INACTIVE_B), axis=-1)
     # Sanitize so that NaNs cannot leak into any branch (those robots brake below).
     points = xp.where(finite[..., None], points, 0.0)
     u_nom_s = xp.where(finite[..., None], u_nom, 0.0)
     nbr = xp.where(finite[..., None, None] & nbr_mask[..., None], nbr, 1e3)
-    rows = barrier_rows(points, nbr, nbr_mask, world, params, config, 0.5, xp)
+    rows = barrier_rows(points, nbr, nbr_mask, world, params, config, 0.5, xp, order)
+    if extra is not None:
+        ok = finite[..., None]
+        extra = cbf.Rows(
+            xp.where(ok[..., None], extra.A, 0.0),
+            xp.where(ok, extra.b, cbf.INACTIVE_B),
+            xp.where(ok, extra.h, xp.inf),
+        )
+        rows = concat_rows((rows, extra), xp)
     box = cbf.box_rows(limits.yaw, limits.half_width, xp)
     A = xp.concatenate([rows.A, box.A], axis=-2)
     b = xp.concatenate([rows.b, box.b], axis=-1)
     sol = qp.project_2d(A, b, u_nom_s, xp)
-    u, feasible = sol.u, sol.feasible
+    # A row whose normal vanished while it is violated cannot be met: that is not "OK".
+    stuck = xp.any((xp.sum(rows.A * rows.A, axis=-1) <= qp.ROW_EPS) & (rows.b < 0), axis=-1)
+    u, feasible = sol.u, sol.feasible & ~stuck
     slack = xp.zeros(feasible.shape, dtype=dtype)
     relaxed_ok = xp.zeros(feasible.shape, dtype=bool)
 
-    def relax(A_s, b_s, A_h, b_h, u0):
-        return _relaxed_one(A_s, b_s, A_h, b_h, u0, config.relax_weight, config.relax_iters, xp)
+    def relax(A_r, b_r, h_r, A_b, b_b, u0):
+        return _relaxed_one(
+            A_r, b_r, h_r, A_b, b_b, u0, config.relax_weight, config.relax_iters, xp
+        )
 
     if _is_jax(xp):
         import jax  # noqa: PLC0415 - only on the JAX path
@@ -251,7 +313,7 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
             lead = feasible.shape  # any leading batch axes: flatten to one robot axis
             flat = [
                 x.reshape((-1,) + x.shape[len(lead) :])
-                for x in (rows.A, rows.b, box.A, box.b, u_nom_s)
+                for x in (rows.A, rows.b, rows.h, box.A, box.b, u_nom_s)
             ]
             ur, sr, okr = jax.vmap(relax)(*flat)
             return ur.reshape(lead + (2,)), sr.reshape(lead), okr.reshape(lead)
@@ -263,7 +325,9 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
     else:
         ur, sr, okr = np.array(u), np.array(slack), np.array(relaxed_ok)
         for i in np.flatnonzero(~np.asarray(feasible)):
-            ur[i], sr[i], okr[i] = relax(rows.A[i], rows.b[i], box.A[i], box.b[i], u_nom_s[i])
+            ur[i], sr[i], okr[i] = relax(
+                rows.A[i], rows.b[i], rows.h[i], box.A[i], box.b[i], u_nom_s[i]
+            )
     u = xp.where(feasible[..., None], u, ur)
     slack = xp.where(feasible, 0.0, sr).astype(dtype)
     status = xp.where(
@@ -278,14 +342,29 @@ def filter_robots(points, u_nom, nbr, nbr_mask, world, params, limits, config, x
     return u, FilterInfo(rows.h, slack, status, intervened)
 
 
-def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
+def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extra=None):
     """One QP over all robots: each pair's condition enforced once, in full.
 
-    Args and returns as ``filter_robots``, without the neighbour lists (every pair is used).
+    The relaxation has the decentralised filter's semantics: rows with ``h < 0`` are soft
+    (each with its own slack, never past "no deeper"), all others hard; robots touching a
+    loosened row get ``RELAXED``.  Braking is always feasible, so a solver failure brakes
+    every robot (``INFEASIBLE``).
+
+    Args and returns as ``filter_robots``, without the neighbour lists (every pair is used);
+    ``extra`` rows are per robot ([n, e, ...]), as there.
     """
     n = points.shape[0]
     dtype = points.dtype
-    finite = bool_all = xp.all(xp.isfinite(points)) & xp.all(xp.isfinite(u_nom))
+    if n == 0:
+        empty = xp.zeros((0,), dtype=dtype)
+        return xp.zeros((0, 2), dtype=dtype), FilterInfo(
+            xp.zeros((0, 0), dtype=dtype), empty, xp.zeros((0,), xp.int32), empty.astype(bool)
+        )
+    finite = bool_all = (
+        xp.all(xp.isfinite(points))
+        & xp.all(xp.isfinite(u_nom))
+        & xp.all(xp.isfinite(params.gamma))
+    )
     points = xp.where(bool_all, points, 0.0)
     u0 = xp.where(bool_all, u_nom, 0.0)
     pi, pj = np.triu_indices(n, k=1)
@@ -293,6 +372,8 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
     h_pair = xp.sum(diff * diff, axis=-1) - params.safety_distance**2
     gamma_pair = xp.minimum(params.gamma[pi], params.gamma[pj])
     alpha = cbf.class_k(h_pair, gamma_pair, config.class_k, config.dt_s, xp)
+    # Coincident robots i < j part along -x / +x, as in the decentralised filter.
+    diff = cbf.separating_diff(diff, -xp.ones(h_pair.shape, dtype=dtype), xp)
     G_pair = xp.zeros((len(pi), n, 2), dtype=dtype)
     if _is_jax(xp):
         G_pair = G_pair.at[np.arange(len(pi)), pi].set(-2.0 * diff)
@@ -300,25 +381,49 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
     else:
         G_pair[np.arange(len(pi)), pi] = -2.0 * diff
         G_pair[np.arange(len(pi)), pj] = 2.0 * diff
-    # Per-robot rows (obstacles, walls, box), placed in each robot's block.
+    # Per-robot rows (obstacles, walls, extra, box), placed in each robot's block.
     no_nbr = xp.zeros((n, 0, 2), dtype=dtype)
     own = barrier_rows(
         points, no_nbr, xp.zeros((n, 0), dtype=bool), world, params, config, 1.0, xp
     )
+    if extra is not None:
+        own = concat_rows((own, extra), xp)
     box = cbf.box_rows(limits.yaw, limits.half_width, xp)
     A_own = xp.concatenate([own.A, box.A], axis=-2)  # [n, r, 2]
     b_own = xp.concatenate([own.b, box.b], axis=-1)
+    h_own = xp.concatenate([own.h, box.h], axis=-1)
     r = A_own.shape[1]
     eye = xp.eye(n, dtype=dtype)
     G_own = (eye[:, None, :, None] * A_own[:, :, None, :]).reshape(n * r, n * 2)
     G = xp.concatenate([G_pair.reshape(len(pi), 2 * n), G_own], axis=0)
     h = xp.concatenate([alpha, b_own.reshape(-1)])
+    hb = xp.concatenate([h_pair, h_own.reshape(-1)])
+    G, h, present = _normalised(G, h, xp)
+    soft = hb < 0
+    upper = xp.where(soft, xp.maximum(-h, 1e-6), 1.0)
+    weight = xp.full(h.shape, config.relax_weight, dtype=dtype)
     P = 2.0 * xp.eye(2 * n, dtype=dtype)
-    res = qp.solve_qp_dense(P, -2.0 * u0.reshape(-1), G, h, xp=xp, iters=config.relax_iters * 2)
+    res = qp.solve_qp_soft(
+        P, -2.0 * u0.reshape(-1), G, h, soft, weight, upper, xp=xp, iters=config.relax_iters * 2
+    )
     u = res.x.reshape(n, 2)
-    ok = xp.all(xp.isfinite(u)) & (res.primal_residual <= RELAX_TOL) & finite
+    viol = G @ res.x - h
+    # Hard rows must hold; soft rows may give, but never past "no deeper" (<= 0).
+    hard_ok = xp.all(xp.where(soft, viol + h, viol) <= RELAX_TOL * (1.0 + xp.abs(h)))
+    ok = xp.all(xp.isfinite(u)) & hard_ok & finite
+    loosened = soft & (viol > RELAX_TOL) & present
+    robot_rows = np.concatenate([np.stack([pi, pj], -1), np.repeat(np.arange(n), r)[:, None]
+                                 .repeat(2, axis=1)])  # the robots each row involves
+    touched = xp.zeros(n, dtype=bool)
+    if _is_jax(xp):
+        touched = touched.at[robot_rows[:, 0]].max(loosened).at[robot_rows[:, 1]].max(loosened)
+    else:
+        np.logical_or.at(touched, robot_rows[:, 0], loosened)
+        np.logical_or.at(touched, robot_rows[:, 1], loosened)
     status = xp.where(
-        ok, FilterStatus.OK, xp.where(finite, FilterStatus.INFEASIBLE, FilterStatus.INVALID_INPUT)
+        ok,
+        xp.where(touched, FilterStatus.RELAXED, FilterStatus.OK),
+        xp.where(finite, FilterStatus.INFEASIBLE, FilterStatus.INVALID_INPUT),
     )
     status = xp.broadcast_to(status, (n,)).astype(xp.int32)
     # An interior-point solution sits a hair inside the feasible set; snap back to the nominal
@@ -334,8 +439,16 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np):
         pair_h[pi, pj] = h_pair
         pair_h[pj, pi] = h_pair
     barrier = xp.concatenate([pair_h, own.h], axis=-1)
+    row_slack = xp.where(loosened, viol, 0.0)
+    slack = xp.zeros(n, dtype=dtype)
+    if _is_jax(xp):
+        slack = slack.at[robot_rows[:, 0]].max(row_slack).at[robot_rows[:, 1]].max(row_slack)
+    else:
+        np.maximum.at(slack, robot_rows[:, 0], row_slack)
+        np.maximum.at(slack, robot_rows[:, 1], row_slack)
+    slack = xp.where(status == FilterStatus.RELAXED, slack, 0.0)
     intervened = xp.any(u != u_nom, axis=-1)
-    return u, FilterInfo(barrier, xp.zeros(n, dtype=dtype), status, intervened)
+    return u, FilterInfo(barrier, slack, status, intervened)
 
 
 def gather_neighbours(points, index, xp=np):
@@ -343,7 +456,9 @@ def gather_neighbours(points, index, xp=np):
     return points[index]
 
 
-def safety_filter(points, u_nom, graph, world, params, limits, config: FilterConfig, xp=None):
+def safety_filter(
+    points, u_nom, graph, world, params, limits, config: FilterConfig, xp=None, extra=None
+):
     """Filter the nominal commands of one environment's robots.
 
     Args:
@@ -352,6 +467,7 @@ def safety_filter(points, u_nom, graph, world, params, limits, config: FilterCon
         graph: ``core.graph.NeighbourGraph`` (ignored by the centralised mode).
         world: ``World``; params: ``CBFParams``; limits: ``Limits``; config: ``FilterConfig``.
         xp: array namespace; defaults to ``jax.numpy``.
+        extra: more per-robot barrier rows (see ``filter_robots``) or ``None``.
 
     Returns:
         ``(u_safe [n, 2], FilterInfo)``.
@@ -359,6 +475,15 @@ def safety_filter(points, u_nom, graph, world, params, limits, config: FilterCon
     if xp is None:
         import jax.numpy as xp  # noqa: PLC0415
     if config.mode == "centralised":
-        return centralised_filter(points, u_nom, world, params, limits, config, xp)
+        return centralised_filter(points, u_nom, world, params, limits, config, xp, extra)
     nbr = gather_neighbours(points, graph.index, xp)
-    return filter_robots(points, u_nom, nbr, graph.mask, world, params, limits, config, xp)
+    order = pair_order(graph.index, xp)
+    return filter_robots(
+        points, u_nom, nbr, graph.mask, world, params, limits, config, xp, order, extra
+    )
+
+
+def pair_order(index, xp=np):
+    """sign(id_i - id_j) [n, k] of each robot and its neighbours, ids being row numbers."""
+    own = xp.arange(index.shape[-2])[:, None]
+    return xp.where(own > index, 1, -1).astype(xp.int32)

@@ -21,6 +21,7 @@ from marl_robots.controllers.safety_filter import (
     FilterStatus,
     World,
     filter_robots,
+    pair_order,
     safety_filter,
 )
 from marl_robots.core.graph import neighbour_graph
@@ -101,6 +102,7 @@ class _Prepared(NamedTuple):
     graph: object
     limits: object
     nominal_action: jax.Array
+    extra: object
 
 
 def _prepare(task, cfg, state, params, cbf) -> _Prepared:
@@ -115,7 +117,14 @@ def _prepare(task, cfg, state, params, cbf) -> _Prepared:
     )
     limits = robot.limits(state.yaw, params, jnp)
     nominal_action = robot.from_point_velocity(u_nom, state.yaw, params, jnp)
-    return _Prepared(points, u_nom, graph, limits, nominal_action)
+    extra = None
+    if cfg.filter is not None:
+        f = cfg.filter
+        extra = robot.body_rows(
+            state.pos, state.yaw, points, graph.index, graph.mask, cbf, f.class_k, f.dt_s,
+            params, jnp,
+        )
+    return _Prepared(points, u_nom, graph, limits, nominal_action, extra)
 
 
 def control(
@@ -157,8 +166,10 @@ def control(
     if batched and cfg.filter.mode == "decentralised":
         world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
         nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
+        order = jax.vmap(pair_order)(prep.graph.index)
         u, info = filter_robots(
-            prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter, jnp
+            prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter,
+            jnp, order, prep.extra,
         )
     elif batched:
         u, info = jax.vmap(
@@ -171,12 +182,14 @@ def control(
                 pr.limits,
                 cfg.filter,
                 jnp,
+                pr.extra,
             )
         )(prep, state.obstacles, state.obstacle_mask)
     else:
         world = World(state.obstacles, state.obstacle_mask, arena)
         u, info = safety_filter(
-            prep.points, prep.u_nom, prep.graph, world, cbf, prep.limits, cfg.filter, jnp
+            prep.points, prep.u_nom, prep.graph, world, cbf, prep.limits, cfg.filter, jnp,
+            prep.extra,
         )
     action = task.robot.from_point_velocity(u, state.yaw, params, jnp)
     return ControlOutput(action, prep.nominal_action, info.status, info.intervened, info.slack)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from marl_robots.controllers import nominal
-from marl_robots.controllers.safety_filter import CBFParams, World, filter_robots
+from marl_robots.controllers.safety_filter import CBFParams, World, filter_robots, pair_order
 from marl_robots.core.graph import neighbour_graph_np
 from marl_robots.sim.closed_loop import ControlConfig
 from marl_robots.sim.tasks.navigation import NavigationTask
@@ -48,8 +48,13 @@ def numpy_step(task: NavigationTask, cfg: ControlConfig, state: dict, params, cb
             state["obstacle_mask"],
             np.asarray(task.config.arena_bounds, points.dtype),
         )
+        f = cfg.filter
+        extra = robot.body_rows(
+            pos, yaw, points, graph.index, graph.mask, cbf, f.class_k, f.dt_s, params, np
+        )
         u, info = filter_robots(
-            points, u_nom, points[graph.index], graph.mask, world, cbf, limits, cfg.filter, np
+            points, u_nom, points[graph.index], graph.mask, world, cbf, limits, f, np,
+            pair_order(graph.index, np), extra,
         )
         status = info.status
     else:

@@ -49,3 +49,8 @@ class SingleIntegrator:
         n = yaw.shape[0]
         half = xp.full((n, 2), params.v_max, dtype=yaw.dtype)
         return Limits(half, xp.zeros_like(yaw), xp.full((n,), params.v_max, dtype=yaw.dtype))
+
+    @staticmethod
+    def body_rows(pos, yaw, points, index, mask, cbf_params, class_k, dt, params, xp=np):
+        """No extra rows: the body centre is the control point."""
+        return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from marl_robots.controllers import nominal
+from marl_robots.controllers import cbf, nominal
 from marl_robots.controllers.safety_filter import Limits
 
 
@@ -68,3 +68,27 @@ class Unicycle:
             axis=-1,
         )
         return Limits(half, yaw, xp.full((n,), xp.inf, dtype=yaw.dtype))
+
+    @staticmethod
+    def body_rows(pos, yaw, points, index, mask, cbf_params, class_k, dt, params, xp=np):
+        """Axle-separation rows (``cbf.heading_rows``) for neighbours inside the pair margin.
+
+        Present only for neighbours whose control points are already closer than the filter's
+        pair distance; absent for all others.
+
+        Args:
+            pos: [n, 2] axles [m]; yaw: [n] [rad]; points: [n, 2] control points [m].
+            index, mask: [n, k] neighbour graph.
+            cbf_params: ``CBFParams`` (its pair distance includes ``2 l``).
+            class_k, dt: the filter's class-K function and period.
+
+        Returns:
+            ``cbf.Rows`` [n, k, ...].
+        """
+        diff = points[:, None, :] - points[index]
+        inside = mask & (xp.sum(diff * diff, -1) < cbf_params.safety_distance**2)
+        heading = xp.stack([xp.cos(yaw), xp.sin(yaw)], axis=-1)
+        centres = cbf_params.safety_distance - 2.0 * params.lookahead_m
+        return cbf.heading_rows(
+            pos, heading, pos[index], inside, centres, cbf_params.gamma, class_k, dt, 0.5, xp
+        )
