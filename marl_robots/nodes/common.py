@@ -29,7 +29,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 
 from marl_robots.core.validate import unknown_name
-from marl_robots.nodes.onboard import ParameterError, ParamSpec, help_text, wants_help
+from marl_robots.nodes.onboard import (
+    ParameterError,
+    ParamSpec,
+    check_params_files,
+    help_text,
+    wants_help,
+)
 
 #: Odometry and other fast state: newest sample only.
 STATE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
@@ -199,6 +205,11 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         prog = os.path.basename(argv[0]).removesuffix(".py") if argv else "node"
         print(help_text(prog, summary, specs))
         return 0
+    try:
+        check_params_files(argv[1:])
+    except ParameterError as err:
+        print(f"[FATAL] failed to configure: {err}", file=sys.stderr, flush=True)
+        return 1
     stop = StopRequest().install()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list = []

@@ -18,12 +18,15 @@ navigation task.  ``name`` is the robot's ROS namespace.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from marl_robots.core import validate
 from marl_robots.core.config import ConfigError, load_config
 from marl_robots.core.paths import content_path
+from marl_robots.sim.layout import SAFETY_DISTANCE_M, check_ground_layout
 
 #: ROS 2 name token: letters, digits and underscores, not starting with a digit.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -78,8 +81,16 @@ class Fleet:
                 raise ValueError(f"robot {r.name!r} has negative id {r.id}")
         if len(set(names)) != len(names) or len(set(ids)) != len(ids):
             raise ValueError(f"robot names and ids must be unique, got {names} / {ids}")
-        if min(self.arena_m) <= 0:
-            raise ValueError(f"arena_m must be positive, got {self.arena_m}")
+        if len(self.arena_m) != 2:
+            raise ValueError(f"arena_m must be (x, y), got {self.arena_m}")
+        for v in self.arena_m:
+            validate.positive("arena_m", v)
+        for k, obstacle in enumerate(self.obstacles):
+            if len(obstacle) != 3:
+                raise ValueError(f"obstacle {k} must be (x, y, radius), got {obstacle}")
+            validate.finite(f"obstacle {k}", obstacle)
+            if not obstacle[2] > 0:
+                raise ValueError(f"obstacle {k} has radius {obstacle[2]:g} (must be > 0)")
         if not _NAME_RE.match(self.frame_id):
             raise ValueError(f"frame_id {self.frame_id!r} is not a valid frame name")
 
@@ -131,6 +142,9 @@ def resolve_fleet_path(fleet_file: str | Path) -> Path:
 def load_fleet(fleet_file: str | Path) -> Fleet:
     """Load and validate a fleet file.
 
+    Besides the format, the layout is checked with ``check_fleet_layout`` for the default robot
+    and safety distance (the nodes check it again with their own parameters).
+
     Args:
         fleet_file: path, or a file name under the package's ``hardware/`` folder.
 
@@ -139,10 +153,72 @@ def load_fleet(fleet_file: str | Path) -> Fleet:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: the file does not match the format (the message names the key).
+        ConfigError: the file does not match the format or its layout is unsafe (one line
+            naming the file, the key or robot, and the rule).
 
     """
-    return load_config(Fleet, resolve_fleet_path(fleet_file), section=FLEET_SECTION)
+    path = resolve_fleet_path(fleet_file)
+    fleet = load_config(Fleet, path, section=FLEET_SECTION)
+    try:
+        check_fleet_layout(fleet, what=f"fleet file {path}")
+    except validate.ValidationError as err:
+        raise ConfigError(str(err)) from None
+    return fleet
+
+
+def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFETY_DISTANCE_M,
+                       what: str = "fleet") -> None:
+    """Check a fleet's starts and goals against the filter's margins (``check_ground_layout``).
+
+    Finite poses and goals, inside the arena less the wall margin, no two starts or goals
+    closer than the pair margin, none inside an obstacle's margin, obstacle radii > 0.
+
+    Args:
+        fleet: the fleet (robots with initial poses and goals).
+        model: unicycle parameters (``diameter_m``, ``lookahead_m``, ...); ``None``: the
+            nodes' defaults.
+        safety_distance_m: least distance between robot centres [m] (>= body diameter).
+        what: name of the fleet in messages (e.g. ``fleet file <path>``).
+
+    Raises:
+        ValidationError: one line naming ``what``, the robot (by name) and the broken rule.
+
+    """
+    from marl_robots.nodes.onboard import default_robot_model  # noqa: PLC0415 - cycle
+    from marl_robots.sim.robots.unicycle import Unicycle  # noqa: PLC0415
+
+    model = default_robot_model() if model is None else model
+    names = fleet.names
+    for r in fleet.robots:
+        for key in ("initial_pose", "goal"):
+            value = getattr(r, key)
+            if not all(math.isfinite(float(v)) for v in value):
+                raise validate.ValidationError(
+                    f"{what}: robot {r.name!r} has a non-finite {key} {list(value)}")
+    pos = [r.initial_pose[:2] for r in fleet.robots]
+    yaw = [r.initial_pose[2] for r in fleet.robots]
+    goals = [r.goal for r in fleet.robots]
+    obstacles = [list(o) for o in fleet.obstacles]
+    try:
+        check_ground_layout(Unicycle, model, pos, yaw, goals, obstacles, fleet.arena_bounds,
+                            safety_distance_m, what)
+    except validate.ValidationError as err:
+        raise validate.ValidationError(_robot_names(str(err), names)) from None
+
+
+def _robot_names(message: str, names: list[str]) -> str:
+    """Replace the layout check's robot indices by the fleet's robot names."""
+    def one(m: re.Match) -> str:
+        return f"robot {names[int(m.group(1))]!r}" if int(m.group(1)) < len(names) else m[0]
+
+    def pair(m: re.Match) -> str:
+        i, j = int(m.group(1)), int(m.group(2))
+        if max(i, j) >= len(names):
+            return m[0]
+        return f"robots {names[i]!r} and {names[j]!r}"
+
+    message = re.sub(r"robots (\d+) and (\d+)", pair, message)
+    return re.sub(r"robot (\d+)(?=\D|$)", one, message)
 
 
 def default_name(robot_id: int) -> str:
@@ -231,6 +307,7 @@ def fleet_to_dict(fleet: Fleet) -> dict:
 
 __all__ = [
     "ConfigError",
+    "check_fleet_layout",
     "Fleet",
     "RobotEntry",
     "default_name",

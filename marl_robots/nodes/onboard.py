@@ -18,7 +18,9 @@ the offending parameter.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -32,7 +34,9 @@ from marl_robots.controllers.safety_filter import (
     World,
     filter_robots,
 )
-from marl_robots.nodes.fleet import Fleet, RobotEntry, load_fleet
+from marl_robots.core import validate
+from marl_robots.core.config import ConfigError, load_yaml
+from marl_robots.nodes.fleet import Fleet, RobotEntry, check_fleet_layout, load_fleet
 from marl_robots.sim.robots.unicycle import Unicycle
 
 
@@ -133,6 +137,45 @@ SIM_PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
+def params_files(argv) -> list[str]:
+    """The ``--params-file`` paths of the ``--ros-args`` sections of ``argv``."""
+    files, in_ros, expect = [], False, False
+    for token in argv:
+        if expect:
+            files.append(token)
+            expect = False
+        elif token == "--ros-args":
+            in_ros = True
+        elif token == "--":
+            in_ros = False
+        elif in_ros and token == "--params-file":
+            expect = True
+        elif in_ros and token.startswith("--params-file="):
+            files.append(token.split("=", 1)[1])
+    return files
+
+
+def check_params_files(argv) -> None:
+    """Parse every ``--params-file`` strictly before rcl does (rcl keeps the last duplicate).
+
+    Raises:
+        ParameterError: naming the duplicated key (or ``--params-file`` for unreadable or
+            invalid YAML), with the file and line.
+
+    """
+    for path in params_files(argv):
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ParameterError("--params-file", f"cannot read {path}: {err}") from err
+        try:
+            load_yaml(text, path)
+        except ConfigError as err:
+            match = re.search(r"duplicate key '([^']+)'", str(err))
+            raise ParameterError(match.group(1) if match else "--params-file",
+                                 str(err)) from err
+
+
 def wants_help(argv) -> bool:
     """True if ``-h`` or ``--help`` comes before any ``--ros-args`` in ``argv`` (no program)."""
     for token in argv:
@@ -196,6 +239,11 @@ def robot_model(p: dict) -> RobotModel:
     return RobotModel(*(float(p[name]) for name in RobotModel._fields))
 
 
+def default_robot_model() -> RobotModel:
+    """The nodes' default unicycle (declared defaults of ``diameter_m`` ... ``lookahead_m``)."""
+    return robot_model(param_defaults(_ROBOT))
+
+
 def _positive(p: dict, name: str) -> float:
     value = p[name]
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -232,11 +280,18 @@ def resolve_node_fleet(p: dict) -> tuple[Fleet, int]:
             raise ParameterError("fleet_namespaces",
                                  f"has {len(names)} entries but fleet_ids has {len(ids)}")
         arena = list(p.get("arena") or [-1.6, 1.6, -1.0, 1.0])
-        if len(arena) != 4 or not arena[0] < arena[1] or not arena[2] < arena[3]:
-            raise ParameterError("arena", f"expected (x_min, x_max, y_min, y_max), got {arena}")
+        if len(arena) != 4 or not arena[0] < arena[1] or not arena[2] < arena[3] or not all(
+                math.isfinite(v) for v in arena):
+            raise ParameterError("arena", f"expected finite (x_min, x_max, y_min, y_max) with "
+                                 f"min < max, got {arena}")
         flat = list(p.get("obstacles") or [])
         if len(flat) % 3:
             raise ParameterError("obstacles", f"length {len(flat)} is not a multiple of 3")
+        for k in range(0, len(flat), 3):
+            x, y, r = flat[k:k + 3]
+            if not all(math.isfinite(v) for v in (x, y, r)) or not r > 0:
+                raise ParameterError("obstacles", f"obstacle {k // 3} (x, y, r) = {(x, y, r)} "
+                                     "must be finite with r > 0")
         try:
             fleet = Fleet(
                 robots=tuple(RobotEntry(name=str(n), id=int(i))
@@ -307,12 +362,16 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     """
     model = robot_model(p)
     sensing = sensing_config(p)
-    d = p["safety_distance_m"]
-    if not isinstance(d, (int, float)) or not math.isfinite(d) or d < 0:
-        raise ParameterError("safety_distance_m", f"must be a non-negative distance, got {d!r}")
-    if d < model.diameter_m:
-        raise ParameterError("safety_distance_m",
-                             f"{d} m is below the body diameter diameter_m={model.diameter_m} m")
+    try:
+        d = validate.safety_distance(p["safety_distance_m"], model.diameter_m)
+    except (ValueError, TypeError) as err:
+        raise ParameterError("safety_distance_m", str(err)) from err
+    if p.get("fleet_file"):
+        # The fleet file's starts and goals, against this node's own margins.
+        try:
+            check_fleet_layout(fleet, model, d, what=f"fleet file {p['fleet_file']}")
+        except validate.ValidationError as err:
+            raise ParameterError("fleet_file", str(err)) from err
     gamma = _positive(p, "gamma") if "gamma" in p else 1.0
     for name in ("state_timeout_s", "watchdog_rate_hz", "max_position_m", "goal_gain"):
         if name in p:
