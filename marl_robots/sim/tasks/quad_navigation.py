@@ -1,0 +1,285 @@
+"""Task ``quad_navigation``: N Crazyflies fly to 3D goals, behind the env contract (d = 3).
+
+Same ``State`` as ``sim.env.NavigationEnv`` (task state, per-robot ``obs``, named ``reward`` and
+``cost`` terms, ``done``, ``metrics``, ``sensing``), and the same observation builder (it is
+``NavigationEnv.observe``, reused, with d = 3 and no obstacles).
+
+Action: each drone's velocity setpoint [n, 3] [m/s, world frame], tracked by the cascaded PID
+flight controller's velocity loop (``controllers.quad_pid``; its integrators are part of the
+task state) at the physics rate: one env step of ``dt_s`` is ``substeps`` steps of
+``sim.robots.quadrotor`` with aerodynamics (drag, ground effect, downwash) on by default.
+
+Scenarios: ``antipodal`` (drones on a sphere fly to the opposite point) and ``random`` (starts
+and goals in jittered cells of a 3D grid).  No safety filter here: a 3D filter at acceleration
+level is later work (issue 8); without one, the antipodal swap collides (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from marl_robots.controllers import quad_pid
+from marl_robots.controllers.quad_setpoints import Setpoint, load_gains
+from marl_robots.core.graph import neighbour_graph
+from marl_robots.sim.env import (
+    COST_TERMS,
+    REWARD_TERMS,
+    NavigationEnv,
+    ObsLayout,
+    Sensing,
+    State,
+    _pad_graph,
+)
+from marl_robots.sim.robots import crazyflie_params as cf
+from marl_robots.sim.robots import quadrotor
+from marl_robots.sim.robots.quadrotor import AERO_ON, Aero, QuadState
+
+QUAD_SCENARIOS = ("antipodal", "random")
+
+
+@dataclass(frozen=True)
+class QuadNavigationConfig:
+    """Static configuration of the task (hashable).
+
+    Attributes:
+        robots: number of drones.
+        scenario: ``antipodal`` or ``random``.
+        dt_s: env (policy) period [s].
+        substeps: physics steps per env step (physics period ``dt_s / substeps``).
+        arena_m: half extents (x, y) [m] around the origin and the ceiling z [m] (floor z = 0).
+        sphere_radius_m: radius of the antipodal sphere [m], centred at half the ceiling.
+        goal_tolerance_m: a drone within this of its goal is at its goal [m].
+        aero: aerodynamic effects simulated.
+    """
+
+    robots: int = 8
+    scenario: str = "antipodal"
+    dt_s: float = 0.02
+    substeps: int = 10
+    arena_m: tuple[float, float, float] = (2.5, 2.5, 3.0)
+    sphere_radius_m: float = 1.0
+    goal_tolerance_m: float = 0.1
+    aero: Aero = AERO_ON
+
+    def __post_init__(self) -> None:
+        if self.scenario not in QUAD_SCENARIOS:
+            known = ", ".join(QUAD_SCENARIOS)
+            raise KeyError(f"unknown scenario {self.scenario!r}; known scenarios: {known}")
+        if self.robots < 1 or self.substeps < 1 or self.dt_s <= 0:
+            raise ValueError("robots >= 1, substeps >= 1 and dt_s > 0 required")
+
+    @property
+    def arena_bounds(self) -> tuple[float, ...]:
+        """(x_min, x_max, y_min, y_max, z_min, z_max) [m]."""
+        x, y, z = self.arena_m
+        return (-x, x, -y, y, 0.0, z)
+
+
+@dataclass(frozen=True)
+class QuadEnvConfig:
+    """Env configuration: the task, sensing budget and reward scales (as ``EnvConfig``)."""
+
+    task: QuadNavigationConfig = QuadNavigationConfig()
+    neighbours: int = 6
+    sensing_radius_m: float = 1.5
+    obstacle_slots: int = 0
+    progress_scale: float = 1.0
+    goal_bonus: float = 5.0
+    time_penalty: float = 0.01
+    cost_weights: tuple[tuple[str, float], ...] = field(default=(("collision", 5.0),))
+
+
+class QuadNavState(NamedTuple):
+    """Task state (a pytree): the drones, their goals and controller, the step counter.
+
+    ``obstacles`` [0, 4] and ``obstacle_mask`` [0] are empty (the observation builder's
+    obstacle slots stay padding).
+    """
+
+    quad: QuadState
+    ctrl: quad_pid.PidState
+    goal: jax.Array
+    obstacles: jax.Array
+    obstacle_mask: jax.Array
+    t: jax.Array
+    reached_step: jax.Array
+
+
+class QuadEnvParams(NamedTuple):
+    """Dynamic parameters: the quadrotor model (vmap over it to randomise)."""
+
+    robot: cf.QuadParams
+
+
+def collision_distance_m(params: cf.QuadParams):
+    """Centres closer than this collide: twice the rotor tip radius (arm + propeller) [m]."""
+    return 2.0 * (params.arm_m + params.prop_radius_m)
+
+
+def _fibonacci_sphere(n: int) -> jax.Array:
+    """``n`` nearly uniform unit vectors [n, 3]; ``-p`` of each is its antipode."""
+    i = jnp.arange(n, dtype=jnp.float32) + 0.5
+    z = 1.0 - 2.0 * i / n
+    r = jnp.sqrt(1.0 - z * z)
+    phi = math.pi * (1.0 + math.sqrt(5.0)) * i
+    return jnp.stack([r * jnp.cos(phi), r * jnp.sin(phi), z], axis=-1)
+
+
+def layout(key: jax.Array, config: QuadNavigationConfig) -> tuple[jax.Array, jax.Array]:
+    """Starts and goals [n, 3] [m] of the configured scenario."""
+    n = config.robots
+    x, y, z = config.arena_m
+    center = jnp.array([0.0, 0.0, 0.5 * z], jnp.float32)
+    if config.scenario == "antipodal":
+        u = _fibonacci_sphere(n)
+        return center + config.sphere_radius_m * u, center - config.sphere_radius_m * u
+    # random: one drone per cell of a 3D grid, jittered inside the middle half of its cell.
+    side = math.ceil(n ** (1.0 / 3.0))
+    cells = jnp.stack(jnp.meshgrid(*[jnp.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    size = jnp.array([2 * x, 2 * y, z - 0.5], jnp.float32) / side
+    low = jnp.array([-x, -y, 0.5], jnp.float32)
+    k_start, k_goal, k_js, k_jg = jax.random.split(key, 4)
+
+    def pick(k, kj):
+        idx = jax.random.permutation(k, cells.shape[0])[:n]
+        jitter = jax.random.uniform(kj, (n, 3), minval=0.25, maxval=0.75)
+        return low + (cells[idx] + jitter) * size
+
+    return pick(k_start, k_js), pick(k_goal, k_jg)
+
+
+class QuadNavigationEnv(NavigationEnv):
+    """``quad_navigation`` on the env contract (unfiltered)."""
+
+    def __init__(self, config: QuadEnvConfig = QuadEnvConfig()) -> None:
+        self.config = config
+        self.d = 3
+        self.obs_layout = ObsLayout(self.d, config.neighbours, config.obstacle_slots)
+        self._gains = load_gains("pid")
+
+    @property
+    def n(self) -> int:
+        """Number of drones."""
+        return self.config.task.robots
+
+    def default_params(self) -> QuadEnvParams:
+        """The Crazyflie parameter set (float32)."""
+        return QuadEnvParams(cf.crazyflie_params(jnp.float32, jnp))
+
+    def sense(self, task_state: QuadNavState, vel: jax.Array, params) -> Sensing:
+        """Drone positions, velocities and the padded neighbour graph."""
+        points = task_state.quad.pos
+        graph = neighbour_graph(points, self.config.neighbours, self.config.sensing_radius_m)
+        graph = _pad_graph(graph, self.config.neighbours)
+        return Sensing(points, task_state.quad.vel, graph, points[graph.index])
+
+    def _metrics(self, task_state: QuadNavState, params: QuadEnvParams):
+        pos = task_state.quad.pos
+        n = pos.shape[0]
+        dist = jnp.linalg.norm(pos[:, None] - pos[None], axis=-1) + jnp.where(
+            jnp.eye(n, dtype=bool), jnp.inf, 0.0
+        )
+        close = dist < collision_distance_m(params.robot)
+        at_goal = (
+            jnp.linalg.norm(task_state.goal - pos, axis=-1) < self.config.task.goal_tolerance_m
+        )
+        metrics = {
+            "success": jnp.mean(at_goal.astype(jnp.float32)),
+            "min_separation_m": jnp.min(dist).astype(jnp.float32),
+            "colliding_pairs": (jnp.sum(close) // 2).astype(jnp.float32),
+            "obstacle_clearance_m": jnp.float32(jnp.inf),
+            "min_altitude_m": jnp.min(pos[:, 2]).astype(jnp.float32),
+        }
+        return (at_goal, close), metrics
+
+    def _costs(self, task_state: QuadNavState, params: QuadEnvParams) -> dict[str, jax.Array]:
+        (_, close), _ = self._metrics(task_state, params)
+        pos = task_state.quad.pos
+        return {
+            "collision": jnp.any(close, axis=-1).astype(jnp.float32),
+            "obstacle": (pos[:, 2] < 0.0).astype(jnp.float32),  # below the floor
+        }
+
+    def reset(self, key: jax.Array, params: QuadEnvParams) -> State:
+        """Lay out a new episode: drones hovering at their starts."""
+        start, goal = layout(key, self.config.task)
+        n = self.n
+        quad = quadrotor.hover_state(start, params.robot, jnp)
+        task_state = QuadNavState(
+            quad=quad,
+            ctrl=quad_pid.init(n, jnp.float32, jnp),
+            goal=goal,
+            obstacles=jnp.zeros((0, 4), jnp.float32),
+            obstacle_mask=jnp.zeros((0,), bool),
+            t=jnp.int32(0),
+            reached_step=jnp.full((n,), -1, jnp.int32),
+        )
+        sensing = self.sense(task_state, quad.vel, params)
+        _, metrics = self._metrics(task_state, params)
+        zeros = jnp.zeros((n,), jnp.float32)
+        return State(
+            task=task_state,
+            obs=self.observe(task_state, sensing),
+            reward={name: zeros for name in REWARD_TERMS},
+            cost=self._costs(task_state, params),
+            done=jnp.bool_(False),
+            metrics=metrics,
+            info={},
+            sensing=sensing,
+        )
+
+    def step(self, state: State, action: jax.Array, params: QuadEnvParams) -> State:
+        """Track the velocity setpoints ``action`` [n, 3] [m/s] for one period ``dt_s``."""
+        c, tc = self.config, self.config.task
+        h = tc.dt_s / tc.substeps
+        ts = state.task
+        zeros = jnp.zeros_like(action)
+
+        def physics(_, carry):
+            quad, ctrl = carry
+            setpoint = Setpoint(pos=quad.pos, vel=action, acc=zeros, yaw=zeros[:, 0])
+            thrust, ctrl = quad_pid.control(
+                ctrl, quad, setpoint, params.robot, self._gains, h, jnp
+            )
+            return quadrotor.step(quad, thrust, params.robot, h, tc.aero, jnp), ctrl
+
+        quad, ctrl = jax.lax.fori_loop(0, tc.substeps, physics, (ts.quad, ts.ctrl))
+        t = ts.t + 1
+        nxt = ts._replace(quad=quad, ctrl=ctrl, t=t)
+        (at_goal, _), metrics = self._metrics(nxt, params)
+        reached = jnp.where((ts.reached_step < 0) & at_goal, t, ts.reached_step)
+        nxt = nxt._replace(reached_step=reached)
+        sensing = self.sense(nxt, quad.vel, params)
+        d0 = jnp.linalg.norm(ts.goal - ts.quad.pos, axis=-1)
+        d1 = jnp.linalg.norm(nxt.goal - quad.pos, axis=-1)
+        arrived = (reached == t) & (ts.reached_step < 0)
+        v_max = self._gains.vel_max_mps
+        reward = {
+            "progress": c.progress_scale * (d0 - d1) / (v_max * tc.dt_s),
+            "goal": c.goal_bonus * arrived.astype(jnp.float32),
+            "time": -c.time_penalty * (~at_goal).astype(jnp.float32),
+        }
+        return state.replace(
+            task=nxt,
+            obs=self.observe(nxt, sensing),
+            reward=reward,
+            cost={**state.cost, **self._costs(nxt, params)},
+            done=jnp.all(at_goal),
+            metrics={**state.metrics, **metrics},
+            sensing=sensing,
+        )
+
+
+def go_to_goal(state: State, speed_mps: float = 0.5) -> jax.Array:
+    """Saturated straight-line velocity toward each goal [n, 3] (no collision avoidance)."""
+    offset = state.task.goal - state.task.quad.pos
+    dist = jnp.linalg.norm(offset, axis=-1, keepdims=True)
+    return offset * jnp.minimum(2.0, speed_mps / jnp.maximum(dist, 1e-6))
+
+
+__all__ = ["COST_TERMS", "QuadEnvConfig", "QuadNavigationConfig", "QuadNavigationEnv"]
