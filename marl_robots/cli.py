@@ -3,6 +3,7 @@
     marl-robots sim navigation --robots 16 --scenario antipodal --filter cbf --steps 2000 \
         --seed 0 --out runs/demo
     marl-robots bench navigation --out bench.json
+    marl-robots bench quad --out bench_quad.json     (quadrotor backends)
 
 User errors (unknown names, bad numbers, a non-empty output folder) print one line and exit 2;
 no tracebacks.
@@ -100,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
 
     bench = sub.add_parser("bench", help="measure simulation throughput against a NumPy loop")
-    bench.add_argument("task", help="task name (navigation)")
+    bench.add_argument("task", help="task name (navigation), or quad (quadrotor backends)")
     bench.add_argument("--robots", type=_positive_int, default=16)
     bench.add_argument("--envs", default="1,64,1024", help="comma-separated environment counts")
     bench.add_argument("--steps", type=_positive_int, default=100, help="steps per timed call")
@@ -173,13 +174,18 @@ def _cmd_bench(args) -> int:
     from marl_robots.sim.bench import main_bench  # noqa: PLC0415
     from marl_robots.sim.tasks import TASKS  # noqa: PLC0415
 
-    _choice("task", args.task, TASKS.names())
+    _choice("task", args.task, [*TASKS.names(), "quad"])
     try:
         envs = tuple(int(e) for e in args.envs.split(","))
     except ValueError:
         raise UsageError(f"--envs expects comma-separated integers, got {args.envs!r}") from None
     if not envs or min(envs) <= 0:
         raise UsageError(f"--envs must all be positive, got {args.envs!r}")
+    if args.task == "quad":  # quadrotor backends (sim/backends/bench.py); --envs: JAX batches
+        from marl_robots.sim.backends.bench import main as main_quad  # noqa: PLC0415
+
+        out = ["--out", str(args.out)] if args.out else []
+        return main_quad(["--jax-envs", args.envs, *out])
     return main_bench(args.out, args.robots, envs, args.steps)
 
 

@@ -250,3 +250,30 @@ def test_unknown_controller_names_the_known_ones(params):
         flight.make_controller("lqr", params, DT_S)
     with pytest.raises(KeyError, match="known controllers: geometric, pid, rate"):
         qs.load_gains("lqr")
+
+
+# ============================================================================ benchmark
+
+
+def test_bench_quick_record(tmp_path):
+    """The benchmark command runs and records machine, versions and every backend's rate."""
+    import json
+
+    from marl_robots.sim.backends import bench
+
+    out = tmp_path / "bench_quad.json"
+    assert bench.main(["--quick", "--jax-envs", "1,4", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {"cpu", "cores", "os", "python"} <= set(record["machine"])
+    names = {r["backend"] for r in record["results"]}
+    assert {"jax", "mujoco", "mujoco (mujoco.rollout)"} <= names
+    assert any("loop" in n for n in names) and any("vectorised" in n for n in names)
+    assert all(r["drone_steps_per_s"] > 0 for r in record["results"])
+    assert record["pybullet_aero_vectorised_vs_loop"] > 0
+
+
+def test_cli_bench_quad_is_a_known_task():
+    from marl_robots.cli import main
+
+    assert main(["bench", "quadd"]) == 2
+    assert main(["bench", "quad", "--envs", "0"]) == 2
