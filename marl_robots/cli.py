@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from marl_robots.controllers.cbf import CLASS_K_NAMES
 from marl_robots.controllers.safety_filter import FILTER_MODES
 from marl_robots.core.registry import UnknownNameError
+from marl_robots.core.validate import MAX_STEPS
 
 FILTERS = ("cbf", "none")
 EXIT_USAGE = 2
@@ -61,10 +63,17 @@ def _choice(kind: str, value: str, known) -> str:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that cannot take the results, *before* any work is done."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"--out {out} is not empty; pass --overwrite to replace its files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out} cannot be written: {err.strerror or err}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,10 +100,18 @@ def _parser() -> argparse.ArgumentParser:
         "--safety-distance",
         type=_nonneg_float,
         default=None,
-        help="minimum distance between robot centres [m] (default 0.13)",
+        help="minimum distance between robot centres [m], at least the body diameter "
+        "(default 0.13)",
     )
-    sim.add_argument("--steps", type=_positive_int, default=2000, help="control periods")
-    sim.add_argument("--seed", type=int, default=0, help="random seed")
+    sim.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=2000,
+        help=f"control periods, at most {MAX_STEPS} (the trajectory is kept in memory)",
+    )
+    sim.add_argument(
+        "--seed", type=int, default=0, help="random seed (any integer; no aliasing mod 2^32)"
+    )
     sim.add_argument("--out", type=Path, default=None, help="output folder")
     sim.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
     sim.add_argument("--no-animation", action="store_true", help="skip the GIF (faster)")

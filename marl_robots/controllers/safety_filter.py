@@ -204,6 +204,11 @@ def _normalised(A, b, xp):
     return A * inv[..., None], b * inv, present
 
 
+def soft_rows(h, xp=np):
+    """Rows the relaxation may loosen: those already violated (``h < 0``), and only those."""
+    return h < 0
+
+
 def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
     """Per-row minimal-violation projection of one robot's nominal command.
 
@@ -220,7 +225,7 @@ def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
     """
     dtype = u0.dtype
     An, bn, _ = _normalised(A, b, xp)
-    soft = h < 0
+    soft = soft_rows(h, xp)
     Gm = xp.concatenate([An, box_A], axis=0)
     hm = xp.concatenate([bn, box_b], axis=0)
     soft_all = xp.concatenate([soft, xp.zeros(box_b.shape, dtype=bool)])
@@ -399,7 +404,7 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extr
     h = xp.concatenate([alpha, b_own.reshape(-1)])
     hb = xp.concatenate([h_pair, h_own.reshape(-1)])
     G, h, present = _normalised(G, h, xp)
-    soft = hb < 0
+    soft = soft_rows(hb, xp)
     upper = xp.where(soft, xp.maximum(-h, 1e-6), 1.0)
     weight = xp.full(h.shape, config.relax_weight, dtype=dtype)
     P = 2.0 * xp.eye(2 * n, dtype=dtype)

@@ -25,11 +25,10 @@ from marl_robots.controllers.safety_filter import (
     safety_filter,
 )
 from marl_robots.core.graph import neighbour_graph
+from marl_robots.sim.layout import SAFETY_DISTANCE_M, filter_margins
 from marl_robots.sim.robots.ground import GroundParams
 from marl_robots.sim.tasks.navigation import NavigationTask, NavState
 
-#: Default safety distance between robot centres [m]: the 0.11 m body plus 2 cm.
-SAFETY_DISTANCE_M = 0.13
 #: Robots per chunk when a batch of environments is controlled on the CPU backend.
 CPU_CHUNK_ROBOTS = 64
 
@@ -76,13 +75,12 @@ def cbf_params(
         safety_distance_m: minimum distance between robot *centres* [m].
         gamma: class-K gain, scalar or per robot [n].
     """
-    margin = task.robot.point_margin(params)
-    radius = 0.5 * params.diameter_m
+    m = filter_margins(task.robot, params, jnp.float32(safety_distance_m))
     return CBFParams(
         gamma=jnp.broadcast_to(jnp.asarray(gamma, jnp.float32), (task.n,)),
-        safety_distance=jnp.float32(safety_distance_m) + 2.0 * margin,
-        obstacle_margin=radius + margin,
-        wall_margin=radius + margin,
+        safety_distance=m.pair,
+        obstacle_margin=m.obstacle,
+        wall_margin=m.wall,
     )
 
 

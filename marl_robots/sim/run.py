@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from marl_robots.controllers.safety_filter import FilterConfig
+from marl_robots.core import validate
 from marl_robots.sim.closed_loop import SAFETY_DISTANCE_M, ControlConfig, cbf_params, rollout
 from marl_robots.sim.tasks.navigation import NavigationConfig, NavigationTask
 
@@ -45,8 +47,24 @@ class RunSpec:
     seed: int = 0
 
 
+#: Files a run writes; ``--overwrite`` removes all of them first so none is left stale.
+OUTPUT_FILES = ("metrics.json", "rollout.npz", "trajectories.png", "rollout.gif")
+
+
+def prng_key(seed: int) -> jax.Array:
+    """PRNG key of a user seed: ``PRNGKey(seed)`` in [0, 2^32), else hashed (no aliasing)."""
+    return jnp.asarray(validate.seed_key_data(seed), dtype=jnp.uint32)
+
+
 def build(spec: RunSpec):
-    """Task, control config, physical params and filter params for ``spec``."""
+    """Task, control config, physical params and filter params for ``spec``.
+
+    Raises:
+        ValidationError: a step count outside [1, ``MAX_STEPS``], a safety distance below the
+            body diameter, or a layout that breaks the filter's margins (naming the largest
+            team that fits).
+    """
+    validate.steps(spec.steps)
     task = NavigationTask(
         NavigationConfig(robots=spec.robots, scenario=spec.scenario, robot=spec.robot)
     )
@@ -58,6 +76,8 @@ def build(spec: RunSpec):
     )
     cfg = ControlConfig(filter=filt, bias=spec.bias)
     params = task.default_params()
+    validate.safety_distance(spec.safety_distance_m, float(params.diameter_m))
+    task.check_layout(prng_key(spec.seed), params, spec.safety_distance_m)
     cbf = cbf_params(task, params, spec.safety_distance_m, spec.gamma)
     return task, cfg, params, cbf
 
@@ -69,7 +89,7 @@ def simulate(spec: RunSpec, progress: Callable[[int, int], None] | None = None):
         ``(task, params, trajectory dict of NumPy arrays, aggregates, timing dict)``.
     """
     task, cfg, params, cbf = build(spec)
-    state = task.reset(jax.random.PRNGKey(spec.seed), params)
+    state = task.reset(prng_key(spec.seed), params)
     chunk = min(CHUNK_STEPS, spec.steps)
     t0 = time.perf_counter()
     run_chunk = jax.jit(lambda s: rollout(task, cfg, s, params, cbf, chunk))
@@ -144,8 +164,8 @@ def metrics_of(spec: RunSpec, task, params, traj, agg, timing) -> dict[str, Any]
         "safety_distance_m": spec.safety_distance_m,
         "robot_diameter_m": float(params.diameter_m),
         "collisions": int(np.triu(agg["collided"], k=1).sum()),
-        "min_separation_m": agg["min_separation_m"],
-        "min_obstacle_clearance_m": None if not np.isfinite(clearance) else clearance,
+        "min_separation_m": validate.json_number(agg["min_separation_m"]),
+        "min_obstacle_clearance_m": validate.json_number(clearance),
         "success_rate": float(at_end.mean()),
         "mean_time_to_goal_s": float(times.mean()) if times.size else None,
         "filter_interventions": agg["interventions"],
@@ -162,7 +182,9 @@ def write_outputs(out: Path, spec: RunSpec, task, params, traj, metrics, animati
     from marl_robots.sim import render  # noqa: PLC0415 - matplotlib only when writing files
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     np.savez_compressed(out / "rollout.npz", dt_s=np.float32(task.config.dt_s), **traj)
     title = f"{spec.scenario}, {spec.robots} {spec.robot} robots, filter={spec.filter}"
     args = (

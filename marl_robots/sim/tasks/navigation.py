@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from marl_robots.sim.robots import ROBOTS
 from marl_robots.sim.robots.ground import GroundParams
@@ -131,6 +132,62 @@ class NavigationTask:
             reached_step=jnp.full((c.robots,), -1, jnp.int32),
         )
         return state
+
+    def check_layout(
+        self,
+        key: jax.Array,
+        params: GroundParams,
+        safety_distance_m: float,
+        max_robots: int = 512,
+    ) -> None:
+        """Refuse a layout that breaks the filter's margins, naming the largest team that fits.
+
+        Runs eagerly (not under ``jit``): the scenario is laid out for ``key`` and checked by
+        ``sim.layout.check_ground_layout`` with this robot model's margins.
+
+        Raises:
+            ValidationError: one line with the reason and the largest team size that fits.
+        """
+        from marl_robots.core.validate import ValidationError  # noqa: PLC0415
+        from marl_robots.sim.layout import check_ground_layout  # noqa: PLC0415
+
+        def problem(n: int) -> str | None:
+            c = self.config
+            try:
+                layout = self._scenario(key, n, c.arena_m, c.max_obstacles)
+                offset = self.robot.control_point(layout.pos, layout.yaw, params, jnp)
+                offset = offset - layout.pos
+                mask = np.asarray(layout.obstacle_mask)
+                check_ground_layout(
+                    self.robot,
+                    params,
+                    np.asarray(layout.pos - offset),
+                    np.asarray(layout.yaw),
+                    np.asarray(layout.goal),
+                    np.asarray(layout.obstacles)[mask],
+                    c.arena_bounds,
+                    safety_distance_m,
+                    what=f"scenario {c.scenario!r}",
+                )
+            except ValueError as err:
+                return str(err)
+            return None
+
+        why = problem(self.n)
+        if why is None:
+            return
+        # Binary search (layouts grow outwards with n, so fitting is monotone in practice);
+        # the answer is re-checked, and only a size that really fits is named.
+        lo, hi = 0, min(self.n, max_robots + 1)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if problem(mid) is None else (lo, mid)
+        fits = lo if lo and problem(lo) is None else 0
+        raise ValidationError(
+            f"{why}; the largest {self.config.robot} team that fits is {fits}"
+            if fits
+            else why
+        )
 
     def control_points(self, state: NavState, params: GroundParams) -> jax.Array:
         """Positions [n, 2] of the points that the filter and the goals refer to [m]."""
