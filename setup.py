@@ -48,6 +48,8 @@ setup(
         "pyyaml>=6",
         "matplotlib>=3.7",
         "pillow>=9",
+        "flax>=0.10",
+        "optax>=0.2",
     ],
     extras_require={
         "ros": [
@@ -73,7 +75,9 @@ setup(
             "cvxpy>=1.4",
             "clarabel>=0.6",
             "ruff>=0.5",
+            "pettingzoo>=1.24",
         ],
+        "pettingzoo": ["pettingzoo>=1.24"],
     },
     zip_safe=True,
     entry_points={

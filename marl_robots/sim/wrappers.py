@@ -16,8 +16,8 @@ as ``AutoReset(SafetyFilter(Vmap(Episode(env, L), E)))``:
   is skipped for the whole batch when no robot needs it).  ``FilterInfo`` lands in
   ``cost['intervention']``, ``cost['deviation']`` and the metrics.
 * ``AutoReset`` - a finished episode restarts with a fresh key (from ``info['reset_key']``);
-  the returned state carries the finished step's reward, cost, done and metrics and the new
-  episode's observation.
+  the returned state carries the finished step's reward, cost, done and metrics, the new
+  episode's observation, and the finished episode's last one in ``info['final_obs']``.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class AutoReset(Wrapper):
         lead = state.done.shape
         base = jax.random.fold_in(key if key.ndim == 1 else key[0], 1)
         keys = jax.random.split(base, lead[0]) if lead else base
-        return state.replace(info={**state.info, "reset_key": keys})
+        return state.replace(info={**state.info, "reset_key": keys, "final_obs": state.obs})
 
     def step(self, state, action, params) -> State:
         nxt = self.env.step(state, action, params)
@@ -228,4 +228,5 @@ class AutoReset(Wrapper):
             if name in info:
                 info[name] = _select(done, fresh.info[name], nxt.info[name])
         info["reset_key"] = new_keys
+        info["final_obs"] = nxt.obs  # the finished episode's last observation (bootstrapping)
         return nxt.replace(task=task, sensing=sensing, obs=obs, info=info)
