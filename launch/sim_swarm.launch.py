@@ -10,51 +10,25 @@ decided by the pure function ``marl_robots.nodes.expansion.expand_swarm``, which
 too.  Uses only launch / launch_ros features available since ROS 2 Humble.
 """
 
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from marl_robots.core.paths import content_path
-from marl_robots.nodes.expansion import HardwareBackendError, expand_swarm
-
-ARGUMENTS = (
-    ("robots", "8", "number of robots (ignored when fleet_file is set)"),
-    ("scenario", "antipodal",
-     "navigation scenario for the simulated fleet: antipodal, random, corridor, crossing"),
-    ("fleet_file", "",
-     "fleet file (path, or name under share/marl_robots/hardware) with robot names, ids, "
-     "initial poses and goals; overrides robots and scenario"),
-    ("backend", "sim", "sim: software-in-the-loop simulator; hardware: real robots (not wired "
-     "yet, fails with a message)"),
-    ("rviz", "false", "start RViz with the swarm markers (true/false)"),
-    ("use_sim_time", "true", "per-robot nodes follow /clock of the simulator (true/false)"),
-    ("rate_hz", "0.0", "simulation steps per wall-clock second (0: real time)"),
-    ("seed", "0", "PRNG seed of random scenarios"),
-)
-
-
-def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+from marl_robots.nodes.expansion import LAUNCH_ARGUMENTS, launch_specs
 
 
 def _expand(context, *args, **kwargs):
-    """Turn the launch arguments into node actions through the pure expansion."""
-    value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
-    try:
-        specs = expand_swarm(
-            robots=int(value["robots"]),
-            scenario=value["scenario"],
-            fleet_file=value["fleet_file"],
-            backend=value["backend"],
-            use_sim_time=_truthy(value["use_sim_time"]),
-            seed=int(value["seed"]),
-            sim_overrides={"rate_hz": float(value["rate_hz"])},
-        )
-    except (HardwareBackendError, ValueError, FileNotFoundError) as err:
-        return [LogInfo(msg=f"[marl_robots] cannot launch: {err}"),
-                Shutdown(reason=str(err))]
+    """Turn the launch arguments into node actions through the pure decision function.
+
+    A bad argument raises ``LaunchArgumentError`` here: the launch service reports its one
+    line ("Caught exception in launch ...: invalid launch argument robots:='abc': ...") and
+    ``ros2 launch`` exits non-zero before any process starts (Humble through Kilted).
+    """
+    values = {name: LaunchConfiguration(name).perform(context)
+              for name, _, _ in LAUNCH_ARGUMENTS}
     return [
         Node(
             package=spec.package,
@@ -65,7 +39,7 @@ def _expand(context, *args, **kwargs):
             remappings=list(spec.remappings),
             output="screen",
         )
-        for spec in specs
+        for spec in launch_specs(values)
     ]
 
 
@@ -74,7 +48,7 @@ def generate_launch_description() -> LaunchDescription:
     rviz_config = str(content_path("launch", "swarm.rviz"))
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=doc)
-          for name, default, doc in ARGUMENTS),
+          for name, default, doc in LAUNCH_ARGUMENTS),
         OpaqueFunction(function=_expand),
         Node(
             package="rviz2",

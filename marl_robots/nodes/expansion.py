@@ -15,6 +15,8 @@ plus one ``sim`` node at the root namespace for ``backend=sim``.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from marl_robots.core.paths import content_path
@@ -66,6 +68,126 @@ class NodeSpec:
 
 class HardwareBackendError(NotImplementedError):
     """``backend=hardware`` requested before the hardware drivers are wired."""
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot start a swarm; the message is one line naming it."""
+
+
+#: Launch arguments of ``launch/sim_swarm.launch.py``: (name, default, description).  The launch
+#: file declares exactly these and hands their values to ``launch_specs``.
+LAUNCH_ARGUMENTS = (
+    ("robots", "8", "number of robots (ignored when fleet_file is set)"),
+    ("scenario", "antipodal",
+     "navigation scenario for the simulated fleet: antipodal, random, corridor, crossing"),
+    ("fleet_file", "",
+     "fleet file (path, or name under share/marl_robots/hardware) with robot names, ids, "
+     "initial poses and goals; overrides robots and scenario"),
+    ("backend", "sim", "sim: software-in-the-loop simulator; hardware: real robots (not wired "
+     "yet, fails with a message)"),
+    ("rviz", "false", "start RViz with the swarm markers (true/false)"),
+    ("use_sim_time", "true", "per-robot nodes follow /clock of the simulator (true/false)"),
+    ("rate_hz", "0.0", "simulation steps per wall-clock second (0: real time)"),
+    ("seed", "0", "PRNG seed of random scenarios"),
+)
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _arg_error(name: str, text: str, why: str) -> LaunchArgumentError:
+    return LaunchArgumentError(f"invalid launch argument {name}:={text!r}: {why}")
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A boolean launch argument (true/false, 1/0, yes/no, on/off; any case)."""
+    value = str(text).strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise _arg_error(name, text, "expected true or false")
+
+
+def parse_int(name: str, text: str, minimum: int | None = None) -> int:
+    """An integer launch argument, at least ``minimum``."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise _arg_error(name, text, "expected an integer") from None
+    if minimum is not None and value < minimum:
+        raise _arg_error(name, text, f"expected an integer >= {minimum}")
+    return value
+
+
+def parse_rate(name: str, text: str) -> float:
+    """A finite, non-negative rate launch argument [Hz]."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise _arg_error(name, text, "expected a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise _arg_error(name, text, "expected a finite number >= 0")
+    return value
+
+
+def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
+    """The decision of a swarm launch: launch-argument strings -> the nodes to start.
+
+    Every check happens here, before any process starts, so that the launch file only turns
+    the result into actions (and a bad argument fails the launch with this one line).
+
+    Args:
+        values: ``{name: text}`` of ``LAUNCH_ARGUMENTS`` (missing names take the default).
+
+    Returns:
+        ``expand_swarm``'s node list.
+
+    Raises:
+        LaunchArgumentError: one line naming the argument, its value and what is expected.
+
+    """
+    known = {name: default for name, default, _ in LAUNCH_ARGUMENTS}
+    for name in values:
+        if name not in known:
+            from marl_robots.core.validate import unknown_name  # noqa: PLC0415
+
+            raise LaunchArgumentError(unknown_name("launch argument", name, known))
+    v = {**known, **{k: str(t) for k, t in values.items()}}
+    backend = v["backend"].strip()
+    if backend not in BACKENDS:
+        raise _arg_error("backend", v["backend"], f"known backends: {', '.join(BACKENDS)}")
+    if backend == "hardware":
+        raise _arg_error("backend", backend, "the ground-robot drivers that publish "
+                         "/<ns>/odom and consume /<ns>/cmd_vel are not wired yet; use "
+                         "backend:=sim")
+    robots = parse_int("robots", v["robots"], minimum=1)
+    seed = parse_int("seed", v["seed"])
+    rate_hz = parse_rate("rate_hz", v["rate_hz"])
+    use_sim_time = parse_bool("use_sim_time", v["use_sim_time"])
+    parse_bool("rviz", v["rviz"])
+    fleet_file = v["fleet_file"].strip()
+    scenario = v["scenario"].strip()
+    if fleet_file:
+        from marl_robots.nodes.fleet import load_fleet  # noqa: PLC0415
+
+        try:
+            load_fleet(fleet_file)
+        except (OSError, ValueError) as err:
+            raise _arg_error("fleet_file", fleet_file, str(err)) from None
+    else:
+        from marl_robots.sim.scenarios import SCENARIOS  # noqa: PLC0415 - JAX
+
+        if scenario not in SCENARIOS:
+            from marl_robots.core.validate import unknown_name  # noqa: PLC0415
+
+            raise _arg_error("scenario", scenario, unknown_name("scenario", scenario,
+                                                                SCENARIOS.names()))
+    try:
+        return expand_swarm(robots=robots, scenario=scenario, fleet_file=fleet_file,
+                            backend=backend, use_sim_time=use_sim_time, seed=seed,
+                            sim_overrides={"rate_hz": rate_hz})
+    except (OSError, ValueError) as err:
+        # E.g. a scenario that refuses a team this large (the message names the largest).
+        name, text = ("fleet_file", fleet_file) if fleet_file else ("robots", str(robots))
+        raise _arg_error(name, text, str(err)) from None
 
 
 def param_file(executable: str) -> str:

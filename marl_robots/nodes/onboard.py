@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import yaml
 
 from marl_robots.controllers import nominal
 from marl_robots.controllers.safety_filter import (
@@ -34,8 +35,8 @@ from marl_robots.controllers.safety_filter import (
     World,
     filter_robots,
 )
-from marl_robots.core import validate
-from marl_robots.core.config import ConfigError, load_yaml
+from marl_robots.core import config, validate
+from marl_robots.core.config import ConfigError
 from marl_robots.nodes.fleet import Fleet, RobotEntry, check_fleet_layout, load_fleet
 from marl_robots.sim.robots.unicycle import Unicycle
 
@@ -155,6 +156,25 @@ def params_files(argv) -> list[str]:
     return files
 
 
+class _ParamsFileLoader(config._StrictLoader):
+    """The strict (duplicate-refusing) loader, reading tagged values as rcl does.
+
+    launch_ros writes list parameters as ``!!python/tuple [...]``; rcl's parser ignores tags,
+    so the check must too.
+    """
+
+
+def _untagged(loader, suffix, node):
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_ParamsFileLoader.add_multi_constructor("tag:yaml.org,2002:python/", _untagged)
+
+
 def check_params_files(argv) -> None:
     """Parse every ``--params-file`` strictly before rcl does (rcl keeps the last duplicate).
 
@@ -169,11 +189,14 @@ def check_params_files(argv) -> None:
         except OSError as err:
             raise ParameterError("--params-file", f"cannot read {path}: {err}") from err
         try:
-            load_yaml(text, path)
+            yaml.load(text, Loader=_ParamsFileLoader)  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             match = re.search(r"duplicate key '([^']+)'", str(err))
             raise ParameterError(match.group(1) if match else "--params-file",
-                                 str(err)) from err
+                                 f"{path}: {err}") from err
+        except yaml.YAMLError as err:
+            raise ParameterError("--params-file", f"{path}: not valid YAML: "
+                                 f"{' '.join(str(err).split())}") from err
 
 
 def wants_help(argv) -> bool:

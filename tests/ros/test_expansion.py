@@ -110,3 +110,61 @@ def test_fleet_file_errors_name_the_problem(tmp_path, mutate, message):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=message):
         load_fleet(path)
+
+
+# The launch decision function: every bad launch argument is one line naming it --------------
+
+BAD_LAUNCH_ARGUMENTS = [
+    ({"backend": "hardware"}, "backend:='hardware'", "not wired yet"),
+    ({"backend": "gazebo"}, "backend:='gazebo'", "known backends: sim, hardware"),
+    ({"robots": "-3"}, "robots:='-3'", "integer >= 1"),
+    ({"robots": "0"}, "robots:='0'", "integer >= 1"),
+    ({"robots": "abc"}, "robots:='abc'", "expected an integer"),
+    ({"robots": "2.5"}, "robots:='2.5'", "expected an integer"),
+    ({"seed": "x1"}, "seed:='x1'", "expected an integer"),
+    ({"fleet_file": "nope.yaml"}, "fleet_file:='nope.yaml'", "not found"),
+    ({"scenario": "nope"}, "scenario:='nope'", "unknown scenario 'nope'"),
+    ({"scenario": "antipodl"}, "scenario:='antipodl'", "did you mean 'antipodal'"),
+    ({"rviz": "maybe"}, "rviz:='maybe'", "expected true or false"),
+    ({"use_sim_time": "2"}, "use_sim_time:='2'", "expected true or false"),
+    ({"rate_hz": "nan"}, "rate_hz:='nan'", "finite number >= 0"),
+    ({"rate_hz": "-1"}, "rate_hz:='-1'", "finite number >= 0"),
+    ({"rate_hz": "fast"}, "rate_hz:='fast'", "expected a number"),
+]
+
+
+@pytest.mark.parametrize(("values", "named", "why"), BAD_LAUNCH_ARGUMENTS,
+                         ids=[f"{k}={v}" for (a, _, _) in BAD_LAUNCH_ARGUMENTS
+                              for k, v in a.items()])
+def test_bad_launch_arguments_raise_one_line_naming_the_argument(values, named, why):
+    with pytest.raises(expansion.LaunchArgumentError) as err:
+        expansion.launch_specs(values)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"invalid launch argument {named}: "), message
+    assert why in message, message
+
+
+def test_a_fleet_file_with_a_bad_layout_fails_the_launch(tmp_path):
+    data = fleet_to_dict(load_fleet("antipodal_8.yaml"))
+    data["fleet"]["robots"][1]["goal"] = [9.0, 0.0]
+    path = tmp_path / "far.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(expansion.LaunchArgumentError, match=r"fleet_file:=.*'robot_1'.*goal"):
+        expansion.launch_specs({"fleet_file": str(path)})
+
+
+def test_unknown_launch_argument_names_the_nearest():
+    with pytest.raises(expansion.LaunchArgumentError, match="did you mean 'robots'"):
+        expansion.launch_specs({"robot": "4"})
+
+
+def test_good_launch_arguments_give_the_same_nodes_as_expand_swarm():
+    specs = expansion.launch_specs({"robots": "3", "rate_hz": "60", "use_sim_time": "False",
+                                    "seed": "7", "rviz": "true"})
+    direct = expand_swarm(robots=3, use_sim_time=False, seed=7,
+                          sim_overrides={"rate_hz": 60.0})
+    assert specs == direct
+    declared = [name for name, _, _ in expansion.LAUNCH_ARGUMENTS]
+    assert expansion.launch_specs({}) == expand_swarm(sim_overrides={"rate_hz": 0.0})
+    assert {"robots", "scenario", "fleet_file", "backend", "rviz"} <= set(declared)
