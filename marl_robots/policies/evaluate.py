@@ -45,8 +45,8 @@ def resolve_policy(source: str, env, env_params):
     return policy, policy.init(jax.random.PRNGKey(0)), {"policy": source}
 
 
-def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, seed, gamma):
-    """Run ``episodes`` episodes of ``steps`` steps; returns per-episode NumPy arrays."""
+def episode_runner(env_config: EnvConfig, policy, episodes, steps, gamma):
+    """A jit-compiled ``(policy_params, key) -> per-episode aggregates`` (see the module doc)."""
     base = NavigationEnv(env_config)
     env = wr.SafetyFilter(wr.Vmap(base, episodes))
     env_params = base.default_params(gamma)
@@ -58,7 +58,7 @@ def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, see
         return (jnp.sum(diff * diff, -1) < env_params.robot.diameter_m**2) & ~eye
 
     def body(carry, _):
-        s, agg = carry
+        s, agg, params = carry
         s = env.step(s, policy.apply(params, s.obs), env_params)
         status = s.info["filter_status"]
         agg = {
@@ -73,9 +73,9 @@ def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, see
             "qp_relaxed": agg["qp_relaxed"] + jnp.sum(status == FilterStatus.RELAXED, -1),
             "qp_infeasible": agg["qp_infeasible"] + jnp.sum(status >= FilterStatus.INFEASIBLE, -1),
         }
-        return (s, agg), None
+        return (s, agg, params), None
 
-    def run(key):
+    def run(params, key):
         s = env.reset(key, env_params)
         zero = jnp.zeros((episodes,), jnp.float32)
         agg = {
@@ -86,16 +86,23 @@ def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, see
             "qp_relaxed": zero,
             "qp_infeasible": zero,
         }
-        (s, agg), _ = jax.lax.scan(body, (s, agg), None, length=steps)
+        (s, agg, _), _ = jax.lax.scan(body, (s, agg, params), None, length=steps)
         agg["collisions"] = jnp.sum(jnp.triu(agg.pop("collided"), 1), axis=(-2, -1))
         agg["success_rate"] = s.metrics["success"]
         agg["reached_step"] = s.task.reached_step
         return agg
 
+    return jax.jit(run)
+
+
+def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, seed, gamma):
+    """Run ``episodes`` episodes of ``steps`` steps; returns per-episode NumPy arrays."""
+    run = episode_runner(env_config, policy, episodes, steps, gamma)
+    key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(jax.random.PRNGKey(seed)).compile()
+    compiled = run.lower(params, key).compile()
     t1 = time.perf_counter()
-    out = jax.device_get(compiled(jax.random.PRNGKey(seed)))
+    out = jax.device_get(compiled(params, key))
     t2 = time.perf_counter()
     timing = {"compile_time_s": t1 - t0, "run_s": t2 - t1}
     return {k: np.asarray(v) for k, v in out.items()}, timing

@@ -42,6 +42,7 @@ from marl_robots.sim.env import EnvConfig, NavigationEnv, total_reward
 from marl_robots.sim.tasks.navigation import NavigationConfig
 
 LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+_tree_norm = optax.tree.norm if hasattr(optax, "tree") else optax.global_norm
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ class TrainConfig:
         return EnvConfig(task=task)
 
     def to_json(self) -> dict:
-        """A JSON-able dict (``from_json`` inverts it)."""
-        return asdict(self)
+        """A JSON-able dict, as it reads back from JSON (``from_json`` inverts it)."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
@@ -305,7 +306,7 @@ class Trainer:
                 (_, aux), grads = grad_fn(trainable, actor_rest, mb)
                 if c.zero_grad:
                     grads = jax.tree_util.tree_map(jnp.zeros_like, grads)
-                aux["grad_norm"] = optax.global_norm(grads)
+                aux["grad_norm"] = _tree_norm(grads)
                 updates, opt_state = self.optimiser.update(grads, opt_state, trainable)
                 return (optax.apply_updates(trainable, updates), opt_state), aux
 
