@@ -56,12 +56,17 @@ DISPLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
 
-#: Longest teardown of a node process (final command, destroy, shutdown) before it exits
-#: regardless [s]; below launch's 5 s SIGINT-to-SIGTERM escalation.
-CLEANUP_TIMEOUT_S = 3.0
-#: Last resort [s]: a teardown stuck in C code *holding the GIL* cannot be timed out from Python;
-#: faulthandler's C watchdog then dumps every thread's stack and exits with status 1.
-HARD_EXIT_S = CLEANUP_TIMEOUT_S + 2.0
+#: Longest teardown of a node process (destroying its DDS entities and the context) before it
+#: exits with its code regardless [s].  Teardown is slow, not stuck, when many processes stop
+#: at once on a loaded machine: every destroyed entity (a node has ~30: publishers,
+#: subscriptions, parameter and lifecycle services) is announced to every peer participant, at
+#: 0.05-0.5 s each with 33 processes on 2 busy cores (measured), 1-2.3 s in all.  The final
+#: zero command goes out before teardown starts.
+CLEANUP_TIMEOUT_S = 6.0
+#: Last resort [s]: one destroy call can block in the middleware *holding the GIL*, which no
+#: Python timeout can interrupt; faulthandler's C watchdog then dumps every thread's stack and
+#: exits with status 1.  Below ``ros2 launch``'s SIGKILL, 10 s after its SIGINT.
+HARD_EXIT_S = 8.5
 #: Pause between the final zero commands and destroying the nodes [s].  Commands are best
 #: effort: a sample still on its way when the writer's participant is destroyed can be dropped
 #: by a reader that processes the removal first (seen under load on 1 in ~40 nodes).
