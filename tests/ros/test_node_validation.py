@@ -114,3 +114,20 @@ def test_help_prints_the_parameters_and_exits_zero(executable):
         if spec.default is not None:
             assert repr(spec.default) in line
     assert "FATAL" not in out.stdout + out.stderr
+
+
+def test_params_files_are_found_and_read_as_rcl_reads_them(tmp_path):
+    """launch_ros writes list parameters as ``!!python/tuple``: accepted, duplicates are not."""
+    from marl_robots.nodes.onboard import ParameterError, check_params_files, params_files
+
+    tagged = _params_file(tmp_path, "tagged.yaml", "/**:\n  ros__parameters:\n"
+                          "    fleet_ids: !!python/tuple [0, 1]\n"
+                          "    fleet_namespaces: !!python/tuple\n    - robot_0\n    - robot_1\n")
+    dup = _params_file(tmp_path, "dup.yaml", "/**:\n  ros__parameters:\n    v_max: 0.1\n"
+                       "    v_max: 0.2\n")
+    argv = ["--foo", "--ros-args", "-p", "a:=1", "--params-file", str(tagged), "--",
+            "--params-file", "not-a-ros-arg"]
+    assert params_files(argv) == [str(tagged)]
+    check_params_files(argv)
+    with pytest.raises(ParameterError, match=r"invalid parameter 'v_max': .*dup.yaml: line 4"):
+        check_params_files(["--ros-args", f"--params-file={dup}"])
