@@ -24,6 +24,7 @@ stopping.  Multi-device data parallelism and vmapping several seeds are not impl
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -348,6 +349,19 @@ class Trainer:
     def chunk(self, updates: int):
         """A jit-compiled ``state -> (state, logs [updates])`` running ``updates`` updates."""
         return jax.jit(lambda ts: jax.lax.scan(self.update, ts, None, length=updates))
+
+    def compiled(self, updates: int, example: TrainState):
+        """``chunk(updates)`` compiled ahead of time for states like ``example`` (cached)."""
+        cache = self.__dict__.setdefault("_compiled", {})
+        if updates not in cache:
+            cache[updates] = self.chunk(updates).lower(example).compile()
+        return cache[updates]
+
+
+@functools.lru_cache(maxsize=4)
+def trainer_for(config: TrainConfig) -> Trainer:
+    """The ``Trainer`` of ``config``, shared so that its compiled programs are reused."""
+    return Trainer(config)
 
 
 # -- files ------------------------------------------------------------------------------------

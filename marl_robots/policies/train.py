@@ -28,10 +28,10 @@ import numpy as np
 
 from marl_robots.policies.mappo import (
     TrainConfig,
-    Trainer,
     load_checkpoint,
     save_checkpoint,
     save_policy,
+    trainer_for,
 )
 
 LOG_KEYS = (
@@ -91,7 +91,7 @@ def train(
 ) -> dict:
     """Train, writing the files above; returns the final summary dict."""
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     per_update = config.num_envs * config.rollout_steps
     updates = max(1, int(total_steps) // per_update)
     chunk = max(1, min(checkpoint_every, updates))
@@ -115,12 +115,9 @@ def train(
         f"device {device_name()}"
     )
     t0 = time.perf_counter()
-    compiled = {}
 
     def program(k):
-        if k not in compiled:
-            compiled[k] = trainer.chunk(k).lower(ts).compile()
-        return compiled[k]
+        return trainer.compiled(k, ts)
 
     program(chunk)
     compile_s = time.perf_counter() - t0
