@@ -106,12 +106,15 @@ def _run_stack(tmp_dir) -> StackRun:
             # Fault: the simulator goes away, so odometry stops for every robot.
             run.t_kill = time.monotonic()
             sim = launcher.procs[0]
-            run.return_codes[sim.tag] = sim.stop()
+            # SIGINT without waiting for the exit: the probe must keep spinning meanwhile, or
+            # every message would be time-stamped when the simulator's teardown ended.
+            sim.interrupt()
 
             def all_braked():
                 return all(_braked_since(run, i) is not None for i in range(N_ROBOTS))
 
             probe.wait_for(all_braked, timeout=10.0)
+            run.return_codes[sim.tag] = sim.stop()
     finally:
         probe.close()
         run.return_codes.update(launcher.stop_all() | run.return_codes)
