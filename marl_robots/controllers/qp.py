@@ -281,7 +281,9 @@ def solve_qp_dense(P, q, G, h, xp=np, iters: int = 30) -> QPResult:
     return QPResult(x, z, primal, dual, gap)
 
 
-def solve_qp_soft(P, q, G, h, soft, weight, upper, xp=np, iters: int = 30) -> QPResult:
+def solve_qp_soft(
+    P, q, G, h, soft, weight, upper, xp=np, iters: int = 30, gram=None
+) -> QPResult:
     """Minimal-violation QP with one slack per row: only the rows marked ``soft`` may give.
 
     Solves, over x and a slack ``sigma`` [m] (one per row)::
@@ -302,6 +304,8 @@ def solve_qp_soft(P, q, G, h, soft, weight, upper, xp=np, iters: int = 30) -> QP
         upper: [m] positive upper bounds of the slack (any positive value on hard rows).
         xp: ``numpy`` or ``jax.numpy``.
         iters: Newton iterations.
+        gram: optional ``gram(w) -> G' diag(w) G`` [n, n] exploiting G's sparsity (the
+            centralised filter's pair rows touch two robots each); default dense.
 
     Returns:
         ``QPResult`` with x [n] and z [m] the slack sigma; ``primal_residual`` is the largest
@@ -341,7 +345,10 @@ def solve_qp_soft(P, q, G, h, soft, weight, upper, xp=np, iters: int = 30) -> QP
         rhs_x = -rd_x - G.T @ t[0]
         rhs_s = -rd_s + c * t[0] + t[1] - t[2]
         E = weight + c * d[0] + d[1] + d[2]
-        K = P + (G.T * (d[0] - c * d[0] * d[0] / E)) @ G
+        # d0 - c d0^2 / E: for a soft row the series combination of d0 and (w + d1 + d2),
+        # written without d0^2, which overflows float32 near convergence.
+        w_eff = xp.where(soft, 1.0 / (1.0 / d[0] + 1.0 / (weight + d[1] + d[2])), d[0])
+        K = P + (gram(w_eff) if gram is not None else (G.T * w_eff) @ G)
         dx = xp.linalg.solve(K, rhs_x + G.T @ (c * d[0] * rhs_s / E))
         dsig = (rhs_s + c * d[0] * (G @ dx)) / E
         ds = (-rp[0] - (G @ dx - c * dsig), -rp[1] + dsig, -rp[2] - dsig)

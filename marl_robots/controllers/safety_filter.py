@@ -226,6 +226,11 @@ def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
     dtype = u0.dtype
     An, bn, _ = _normalised(A, b, xp)
     soft = soft_rows(h, xp)
+    # A violated row may demand an outward speed far beyond the actuators (a robot deep
+    # inside a margin): cap the demand at twice the largest reachable speed, which keeps the
+    # same preferred direction and the slack on a scale float32 can handle.
+    reach = 2.0 * xp.sqrt(xp.sum(box_b * box_b))
+    bn = xp.where(soft, xp.maximum(bn, -reach), bn)
     Gm = xp.concatenate([An, box_A], axis=0)
     hm = xp.concatenate([bn, box_b], axis=0)
     soft_all = xp.concatenate([soft, xp.zeros(box_b.shape, dtype=bool)])
@@ -405,11 +410,45 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extr
     hb = xp.concatenate([h_pair, h_own.reshape(-1)])
     G, h, present = _normalised(G, h, xp)
     soft = soft_rows(hb, xp)
+    reach = 2.0 * xp.sqrt(xp.sum(b_own[:, -4:] ** 2) / n)  # as in ``_relaxed_one``
+    h = xp.where(soft, xp.maximum(h, -reach), h)
     upper = xp.where(soft, xp.maximum(-h, 1e-6), 1.0)
     weight = xp.full(h.shape, config.relax_weight, dtype=dtype)
     P = 2.0 * xp.eye(2 * n, dtype=dtype)
+    npair = len(pi)
+    g3 = G[:npair].reshape(npair, n, 2)
+    a_i = g3[np.arange(npair), pi]  # [P, 2] robot i's part of each (normalised) pair row
+    a_own = G[npair:].reshape(n, r, n, 2)[np.arange(n), :, np.arange(n)]  # [n, r, 2]
+
+    def gram(w):
+        """G' diag(w) G from the structure: 2x2 blocks, pairs touch blocks (i,i), (j,j), (i,j)."""
+        wp, wo = w[:npair], w[npair:].reshape(n, r)
+        outer = wp[:, None, None] * a_i[:, :, None] * a_i[:, None, :]  # [P, 2, 2]
+        diag = xp.einsum("nr,nra,nrb->nab", wo, a_own, a_own)
+        K = xp.zeros((n, n, 2, 2), dtype=dtype)
+        if _is_jax(xp):
+            K = K.at[np.arange(n), np.arange(n)].add(diag)
+            K = K.at[pi, pi].add(outer).at[pj, pj].add(outer)
+            K = K.at[pi, pj].add(-outer).at[pj, pi].add(-outer)
+        else:
+            np.add.at(K, (np.arange(n), np.arange(n)), diag)
+            np.add.at(K, (pi, pi), outer)
+            np.add.at(K, (pj, pj), outer)
+            np.add.at(K, (pi, pj), -outer)
+            np.add.at(K, (pj, pi), -outer)
+        return K.transpose(0, 2, 1, 3).reshape(2 * n, 2 * n)
+
     res = qp.solve_qp_soft(
-        P, -2.0 * u0.reshape(-1), G, h, soft, weight, upper, xp=xp, iters=config.relax_iters * 2
+        P,
+        -2.0 * u0.reshape(-1),
+        G,
+        h,
+        soft,
+        weight,
+        upper,
+        xp=xp,
+        iters=config.relax_iters * 2,
+        gram=gram,
     )
     u = res.x.reshape(n, 2)
     viol = G @ res.x - h
@@ -435,7 +474,11 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extr
     # command where it was already safe so that "no intervention" is exact.
     feasible_nominal = xp.all(G @ u0.reshape(-1) <= h)
     u = xp.where(feasible_nominal, u0, u)
-    u = _enforce_limits(u, limits, xp)
+    # The speed cap is not a QP row: scale *every* robot by the smallest per-robot factor, so
+    # pair rows (which mix two robots' commands) keep a . u <= b for b >= 0 and "no deeper".
+    speed = xp.sqrt(xp.sum(u * u, axis=-1))
+    cap = xp.where(speed > limits.speed_max, limits.speed_max / xp.maximum(speed, 1e-12), 1.0)
+    u = _enforce_limits(u * xp.min(cap), limits, xp)
     u = xp.where((status >= FilterStatus.INFEASIBLE)[:, None], 0.0, u)
     pair_h = xp.full((n, n), xp.inf, dtype=dtype)
     if _is_jax(xp):
