@@ -277,3 +277,15 @@ def test_cli_bench_quad_is_a_known_task():
 
     assert main(["bench", "quadd"]) == 2
     assert main(["bench", "quad", "--envs", "0"]) == 2
+
+
+@pytest.mark.parametrize("name", ["mujoco", "pybullet"])
+def test_model_file_backends_refuse_other_parameters(name, params):
+    """MuJoCo and PyBullet simulate the MJCF/URDF numbers; other params are refused, not
+    silently ignored (randomised parameters need the JAX backend)."""
+    import jax.numpy as jnp
+
+    BACKENDS.get(name)(1, params=cf.crazyflie_params(jnp.float32, jnp))  # same numbers
+    heavier = params._replace(mass_kg=np.float64(0.03))
+    with pytest.raises(ValueError, match="only"):
+        BACKENDS.get(name)(1, params=heavier)

@@ -323,3 +323,22 @@ def test_ground_effect_and_drag(params):
     spin = 4 * math.sqrt(hover / float(params.thrust_coeff))
     assert force[0, 0] == pytest.approx(-9.1785e-7 * spin, rel=1e-9)
     assert force[1, 2] == pytest.approx(10.311e-7 * spin, rel=1e-9)
+
+
+def test_gradients_are_finite_at_rest_with_motors_off(params):
+    """Zero body rates (norm at 0) and zero thrusts (sqrt at 0, drag on): finite gradients."""
+    jparams = cf.crazyflie_params(jnp.float32, jnp)
+    start = quad.hover_state(jnp.array([[0.0, 0.0, 1.0]], jnp.float32), jparams, jnp)
+    start = start._replace(thrust=jnp.zeros((1, 4), jnp.float32))
+
+    def final_z(omega, thrust):
+        s = start._replace(omega=omega)
+        for _ in range(3):
+            s = quad.step(s, thrust, jparams, DT_S, quad.AERO_ON, jnp)
+        return s.pos[0, 2] + s.quat[0, 0]
+
+    grads = jax.grad(final_z, argnums=(0, 1))(
+        jnp.zeros((1, 3), jnp.float32), jnp.zeros((1, 4), jnp.float32)
+    )
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))

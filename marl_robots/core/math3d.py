@@ -75,7 +75,10 @@ def quat_integrate(q, omega_body, dt, xp=np):
     This is MuJoCo's ``mju_quatIntegrate``, so the JAX and MuJoCo backends integrate attitude
     identically.
     """
-    angle = xp.linalg.norm(omega_body, axis=-1, keepdims=True) * dt
+    # sqrt through a double where: the gradient of a norm at 0 is 0/0 (NaN) otherwise.
+    sq = xp.sum(omega_body * omega_body, axis=-1, keepdims=True)
+    nonzero = sq > 1e-30
+    angle = xp.where(nonzero, xp.sqrt(xp.where(nonzero, sq, 1.0)), 0.0) * dt
     half = 0.5 * angle
     small = angle < 1e-12
     # sin(a/2)/a -> 1/2 as a -> 0 (avoid 0/0 under jit and grad).

@@ -59,6 +59,14 @@ def check_action(action, n: int) -> np.ndarray:
     return action
 
 
+def same_params(a: cf.QuadParams, b: cf.QuadParams) -> bool:
+    """Whether two parameter sets hold the same numbers (float32 rounding allowed)."""
+    return all(
+        np.allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-6, atol=0)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 def stack_states(states: list[QuadState]) -> QuadState:
     """Stack per-step states into one ``QuadState`` with a leading time axis."""
     return QuadState(*(np.stack(leaf) for leaf in zip(*states, strict=True)))

@@ -22,7 +22,12 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from marl_robots.core.paths import content_path
-from marl_robots.sim.backends.base import DEFAULT_DT_S, check_action, stack_states
+from marl_robots.sim.backends.base import (
+    DEFAULT_DT_S,
+    check_action,
+    same_params,
+    stack_states,
+)
 from marl_robots.sim.robots import crazyflie_params as cf
 from marl_robots.sim.robots import quadrotor
 from marl_robots.sim.robots.quadrotor import AERO_OFF, Aero, QuadState
@@ -119,10 +124,10 @@ class MujocoBackend:
 
         self._mj = mujoco
         self.n, self.dt, self.aero = n, dt, aero
-        self.params = params if params is not None else cf.crazyflie_params()
-        if params is not None and params != cf.crazyflie_params():
+        if params is not None and not same_params(params, cf.crazyflie_params()):
             # The MJCF holds the numbers; randomised params need the JAX backend.
             raise ValueError("the MuJoCo backend simulates the MJCF's parameters only")
+        self.params = cf.crazyflie_params()  # NumPy float64 copy of the model file's numbers
         self.model = load_model(n, dt)
         self.data = mujoco.MjData(self.model)
         self._body_ids = np.array(

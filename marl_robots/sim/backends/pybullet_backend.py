@@ -19,7 +19,12 @@ import numpy as np
 
 from marl_robots.core import math3d
 from marl_robots.core.paths import content_path
-from marl_robots.sim.backends.base import DEFAULT_DT_S, check_action, stack_states
+from marl_robots.sim.backends.base import (
+    DEFAULT_DT_S,
+    check_action,
+    same_params,
+    stack_states,
+)
 from marl_robots.sim.robots import crazyflie_params as cf
 from marl_robots.sim.robots import quadrotor
 from marl_robots.sim.robots.quadrotor import AERO_OFF, Aero, QuadState
@@ -70,9 +75,9 @@ class PybulletBackend:
             raise ValueError(f"unknown downwash {downwash!r}; known: {', '.join(DOWNWASH_IMPLS)}")
         self._pb = pb
         self.n, self.dt, self.aero, self.downwash = n, dt, aero, downwash
-        self.params = params if params is not None else cf.crazyflie_params()
-        if params is not None and params != cf.crazyflie_params():
+        if params is not None and not same_params(params, cf.crazyflie_params()):
             raise ValueError("the PyBullet backend simulates the URDF's mass and inertia only")
+        self.params = cf.crazyflie_params()  # NumPy float64 copy of the model file's numbers
         self.client = pb.connect(pb.DIRECT)
         pb.setGravity(0.0, 0.0, 0.0, physicsClientId=self.client)
         pb.setTimeStep(dt, physicsClientId=self.client)

@@ -72,8 +72,11 @@ def hover_state(pos, params: cf.QuadParams, xp=np) -> QuadState:
 
 
 def rotor_speeds(thrust, params: cf.QuadParams, xp=np):
-    """Rotor speeds [rad/s] ``[..., 4]`` of rotor thrusts [N]: ``sqrt(f / k_f)``."""
-    return xp.sqrt(xp.maximum(thrust, 0.0) / params.thrust_coeff)
+    """Rotor speeds [rad/s] ``[..., 4]`` of rotor thrusts [N]: ``sqrt(f / k_f)``.
+
+    Thrusts below 1e-12 N count as 1e-12 N (0.006 rad/s) so that the gradient stays finite.
+    """
+    return xp.sqrt(xp.maximum(thrust, 1e-12) / params.thrust_coeff)
 
 
 def ground_effect_thrust(pos, rot, thrust, params: cf.QuadParams, xp=np):
