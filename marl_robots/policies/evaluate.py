@@ -45,20 +45,47 @@ def resolve_policy(source: str, env, env_params):
     return policy, policy.init(jax.random.PRNGKey(0)), {"policy": source}
 
 
-def episode_runner(env_config: EnvConfig, policy, episodes, steps, gamma):
-    """A jit-compiled ``(policy_params, key) -> per-episode aggregates`` (see the module doc)."""
+_RUNNERS: dict = {}
+
+
+def compiled_runner(env_config: EnvConfig, policy, params, episodes: int, steps: int):
+    """``(compiled (params, key, gamma) -> aggregates, compile seconds or 0 if cached)``.
+
+    Compiled once per (env config, policy kind, episodes, steps): the gain is an argument, so
+    a gain sweep reuses one program.
+    """
+    cache_key = (env_config, getattr(policy, "name", type(policy).__name__), episodes, steps)
+    if cache_key in _RUNNERS:
+        return _RUNNERS[cache_key], 0.0
+    t0 = time.perf_counter()
+    run = _make_runner(env_config, policy, episodes, steps)
+    compiled = run.lower(params, jax.random.PRNGKey(0), jnp.float32(1.0)).compile()
+    _RUNNERS[cache_key] = compiled
+    return compiled, time.perf_counter() - t0
+
+
+def episode_runner(env_config: EnvConfig, policy, episodes: int, steps: int, gamma: float):
+    """``(policy_params, key) -> per-episode aggregates`` (see the module doc)."""
+
+    def call(params, key):
+        compiled, _ = compiled_runner(env_config, policy, params, episodes, steps)
+        return compiled(params, key, jnp.float32(gamma))
+
+    return call
+
+
+def _make_runner(env_config: EnvConfig, policy, episodes, steps):
     base = NavigationEnv(env_config)
     env = wr.SafetyFilter(wr.Vmap(base, episodes))
-    env_params = base.default_params(gamma)
     n = base.n
     eye = jnp.eye(n, dtype=bool)
 
-    def pairs_close(state):
+    def pairs_close(state, env_params):
         diff = state.task.pos[:, :, None] - state.task.pos[:, None]
         return (jnp.sum(diff * diff, -1) < env_params.robot.diameter_m**2) & ~eye
 
     def body(carry, _):
-        s, agg, params = carry
+        s, agg, params, env_params = carry
         s = env.step(s, policy.apply(params, s.obs), env_params)
         status = s.info["filter_status"]
         agg = {
@@ -68,25 +95,30 @@ def episode_runner(env_config: EnvConfig, policy, episodes, steps, gamma):
             "min_obstacle_clearance_m": jnp.minimum(
                 agg["min_obstacle_clearance_m"], s.metrics["obstacle_clearance_m"]
             ),
-            "collided": agg["collided"] | pairs_close(s),
+            "collided": agg["collided"] | pairs_close(s, env_params),
             "filter_interventions": agg["filter_interventions"] + s.metrics["interventions"],
             "qp_relaxed": agg["qp_relaxed"] + jnp.sum(status == FilterStatus.RELAXED, -1),
             "qp_infeasible": agg["qp_infeasible"] + jnp.sum(status >= FilterStatus.INFEASIBLE, -1),
         }
-        return (s, agg, params), None
+        return (s, agg, params, env_params), None
 
-    def run(params, key):
+    def run(params, key, gamma):
+        env_params = base.default_params()
+        env_params = env_params._replace(
+            cbf=env_params.cbf._replace(gamma=jnp.broadcast_to(gamma, (n,)))
+        )
         s = env.reset(key, env_params)
         zero = jnp.zeros((episodes,), jnp.float32)
         agg = {
             "min_separation_m": s.metrics["min_separation_m"],
             "min_obstacle_clearance_m": s.metrics["obstacle_clearance_m"],
-            "collided": pairs_close(s),
+            "collided": pairs_close(s, env_params),
             "filter_interventions": zero,
             "qp_relaxed": zero,
             "qp_infeasible": zero,
         }
-        (s, agg, _), _ = jax.lax.scan(body, (s, agg, params), None, length=steps)
+        carry = (s, agg, params, env_params)
+        (s, agg, _, _), _ = jax.lax.scan(body, carry, None, length=steps)
         agg["collisions"] = jnp.sum(jnp.triu(agg.pop("collided"), 1), axis=(-2, -1))
         agg["success_rate"] = s.metrics["success"]
         agg["reached_step"] = s.task.reached_step
@@ -97,14 +129,11 @@ def episode_runner(env_config: EnvConfig, policy, episodes, steps, gamma):
 
 def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, seed, gamma):
     """Run ``episodes`` episodes of ``steps`` steps; returns per-episode NumPy arrays."""
-    run = episode_runner(env_config, policy, episodes, steps, gamma)
-    key = jax.random.PRNGKey(seed)
-    t0 = time.perf_counter()
-    compiled = run.lower(params, key).compile()
+    compiled, compile_s = compiled_runner(env_config, policy, params, episodes, steps)
     t1 = time.perf_counter()
-    out = jax.device_get(compiled(params, key))
+    out = jax.device_get(compiled(params, jax.random.PRNGKey(seed), jnp.float32(gamma)))
     t2 = time.perf_counter()
-    timing = {"compile_time_s": t1 - t0, "run_s": t2 - t1}
+    timing = {"compile_time_s": compile_s, "run_s": t2 - t1}
     return {k: np.asarray(v) for k, v in out.items()}, timing
 
 
