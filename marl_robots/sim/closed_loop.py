@@ -164,7 +164,7 @@ def control(
     if batched and cfg.filter.mode == "decentralised":
         world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
         nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
-        order = jax.vmap(pair_order)(prep.graph.index)
+        order = jax.vmap(lambda i: pair_order(i, jnp))(prep.graph.index)
         u, info = filter_robots(
             prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter,
             jnp, order, prep.extra,
