@@ -209,6 +209,11 @@ def soft_rows(h, xp=np):
     return h < 0
 
 
+def slack_upper(b, soft, xp=np):
+    """Largest loosening of each row: a soft row down to "no deeper" (``b' = 0``) [m/s]."""
+    return xp.where(soft, xp.maximum(-b, 1e-6), 1.0)
+
+
 def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
     """Per-row minimal-violation projection of one robot's nominal command.
 
@@ -234,7 +239,7 @@ def _relaxed_one(A, b, h, box_A, box_b, u0, weight, iters, xp):
     Gm = xp.concatenate([An, box_A], axis=0)
     hm = xp.concatenate([bn, box_b], axis=0)
     soft_all = xp.concatenate([soft, xp.zeros(box_b.shape, dtype=bool)])
-    upper = xp.where(soft_all, xp.maximum(-hm, 1e-6), 1.0)
+    upper = slack_upper(hm, soft_all, xp)
     w = xp.full(hm.shape, weight, dtype=dtype)
     P = 2.0 * xp.eye(2, dtype=dtype)
     res = qp.solve_qp_soft(P, -2.0 * u0, Gm, hm, soft_all, w, upper, xp=xp, iters=iters)
@@ -412,7 +417,7 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extr
     soft = soft_rows(hb, xp)
     reach = 2.0 * xp.sqrt(xp.sum(b_own[:, -4:] ** 2) / n)  # as in ``_relaxed_one``
     h = xp.where(soft, xp.maximum(h, -reach), h)
-    upper = xp.where(soft, xp.maximum(-h, 1e-6), 1.0)
+    upper = slack_upper(h, soft, xp)
     weight = xp.full(h.shape, config.relax_weight, dtype=dtype)
     P = 2.0 * xp.eye(2 * n, dtype=dtype)
     npair = len(pi)
