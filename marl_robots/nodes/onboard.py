@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import yaml
 
+from marl_robots.controllers import cbf as cbf_rows
 from marl_robots.controllers import nominal
 from marl_robots.controllers.safety_filter import (
     CBFParams,
@@ -449,19 +450,24 @@ def neighbour_list(points: np.ndarray, index: int, sensing: SensingConfig):
         ``nearest`` the distance to the closest sensed neighbour [m] (inf if none).
 
     """
-    n = points.shape[0]
-    k = min(sensing.neighbours, n - 1)
-    if k <= 0:
+    order, mask, d = neighbour_indices(points, index, sensing)
+    if order.size == 0:
         return np.zeros((1, 0, 2)), np.zeros((1, 0), dtype=bool), math.inf
+    nbr = np.where(mask[:, None], points[order], points[index])
+    nearest = float(d[0]) if mask[0] else math.inf
+    return nbr[None], mask[None], nearest
+
+
+def neighbour_indices(points: np.ndarray, index: int, sensing: SensingConfig):
+    """Fleet rows [k] of robot ``index``'s neighbours, nearest first, their mask and distances."""
+    n = points.shape[0]
+    k = max(min(sensing.neighbours, n - 1), 0)
     dist = np.sqrt(np.sum((points - points[index]) ** 2, axis=-1))
     dist = np.where(np.isfinite(dist), dist, np.inf)
     dist[index] = np.inf
     order = np.argsort(dist, kind="stable")[:k]
     d = dist[order]
-    mask = d <= sensing.sensing_radius_m
-    nbr = np.where(mask[:, None], points[order], points[index])
-    nearest = float(d[0]) if mask[0] else math.inf
-    return nbr[None], mask[None], nearest
+    return order, d <= sensing.sensing_radius_m, d
 
 
 def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.ndarray:
@@ -530,8 +536,14 @@ def _filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) ->
     yaw = poses[index:index + 1, 2]
     u_nom = Unicycle.to_point_velocity(np.asarray(nominal_cmd, dtype=float)[None], yaw, model, np)
     limits = Unicycle.limits(np.where(np.isfinite(yaw), yaw, 0.0), model, np)
+    # Same rows as the simulation: coincident neighbours part by fleet order, and axle rows
+    # for neighbours inside the pair margin (``Unicycle.body_rows``).
+    rows, _, _ = neighbour_indices(points, index, setup.sensing)
+    order = np.where(index > rows, 1, -1)[None].astype(np.int32)
+    safe_poses = np.where(np.isfinite(poses), poses, 0.0)
+    extra = _axle_rows(safe_poses, points, index, rows, mask, setup)
     u, info = filter_robots(points[index:index + 1], u_nom, nbr, mask, setup.world, setup.cbf,
-                            limits, setup.config, xp=np)
+                            limits, setup.config, np, order, extra)
     status = int(info.status[0])
     if not np.all(np.isfinite(poses)):
         # A garbage neighbour pose would otherwise drop out of the neighbour list silently.
@@ -543,6 +555,21 @@ def _filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) ->
     else:
         cmd = Unicycle.from_point_velocity(u, yaw, model, np)[0]
     return FilterResult(cmd, status, slack, STATUS_REASONS[FilterStatus(status)], info)
+
+
+def _axle_rows(poses, points, index, rows, mask, setup: Setup):
+    """``Unicycle.body_rows`` of robot ``index`` alone: [1, k] rows (absent unless inside)."""
+    pts = np.where(np.isfinite(points), points, 0.0)
+    diff = pts[index] - pts[rows]
+    inside = mask[0] & (np.sum(diff * diff, -1) < float(setup.cbf.safety_distance) ** 2)
+    yaw = poses[index, 2]
+    heading = np.array([[math.cos(yaw), math.sin(yaw)]])
+    centres = float(setup.cbf.safety_distance) - 2.0 * setup.model.lookahead_m
+    return cbf_rows.heading_rows(
+        poses[index:index + 1, :2], heading, poses[rows, :2][None], inside[None], centres,
+        np.asarray(setup.cbf.gamma, dtype=float).reshape(-1)[:1], setup.config.class_k,
+        setup.config.dt_s, 0.5, np,
+    )
 
 
 #: Human-readable reason of each filter status (published in the diagnostics).

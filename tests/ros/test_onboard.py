@@ -155,3 +155,28 @@ def test_odometry_problem_truth_table():
     assert "non-finite" in onboard.odometry_problem((math.nan, 0.0, 0.0), 100.0)
     assert "non-finite" in onboard.odometry_problem((0.0, 0.0, math.nan), 100.0)
     assert "absurd" in onboard.odometry_problem((1e9, 0.0, 0.0), 100.0)
+
+
+def test_onboard_matches_closed_loop_inside_margins_and_for_coincident_robots(recorded):
+    """States squeezed inside the pair margin (axle rows, relaxation) and a coincident pair."""
+    task, cfg, params, cbf, state, _, _, traj = recorded
+    fleet = fleet_from_scenario(N_ROBOTS)
+    setups = [onboard.pipeline_setup(node_params("safety_filter_node", fleet, i), fleet)
+              for i in range(N_ROBOTS)]
+    control = jax.jit(lambda st: closed_loop.control(task, cfg, st, params, cbf))
+    relaxed = 0
+    for t, squeeze in ((200, 0.55), (230, 0.6), (260, 0.7), (0, 1.0)):
+        pos = np.array(traj.pos[t], np.float32) * squeeze
+        yaw = np.array(traj.yaw[t], np.float32)
+        if squeeze == 1.0:  # robots 2 and 5 on the same pose
+            pos[5], yaw[5] = pos[2], yaw[2]
+        out = control(state._replace(pos=jax.numpy.asarray(pos), yaw=jax.numpy.asarray(yaw)))
+        poses = np.concatenate([pos.astype(float), yaw.astype(float)[:, None]], axis=1)
+        for i, filt in enumerate(setups):
+            res = onboard.filter_command(poses, i, np.asarray(out.nominal[i], float), filt)
+            assert res.status == int(out.status[i]), f"status, squeeze {squeeze}, robot {i}"
+            np.testing.assert_allclose(res.command[0], float(out.action[i, 0]), atol=V_ATOL)
+            np.testing.assert_allclose(res.command[1], float(out.action[i, 1]),
+                                       atol=OMEGA_ATOL)
+            relaxed += res.status == FilterStatus.RELAXED
+    assert relaxed >= 4, "the squeezed states must exercise the relaxation"
