@@ -33,6 +33,7 @@ from marl_robots.controllers.safety_filter import (
     FilterStatus,
     World,
     filter_robots,
+    pair_order,
 )
 from marl_robots.sim.env import State
 
@@ -167,9 +168,45 @@ class SafetyFilter(Wrapper):
         limits = self.unwrapped.task.robot.limits(ts.yaw.reshape(-1), params.robot, jnp)
         limits = jax.tree_util.tree_map(lambda x: x.reshape(ts.yaw.shape + x.shape[1:]), limits)
         u_cmd = jnp.asarray(cmd.u, jnp.float32)
+        order, extra = self._pair_rows(state, cbf, params)
         return filter_robots(
-            s.points, u_cmd, s.nbr, s.graph.mask, world, cbf, limits, self.filter_config, jnp
+            s.points,
+            u_cmd,
+            s.nbr,
+            s.graph.mask,
+            world,
+            cbf,
+            limits,
+            self.filter_config,
+            jnp,
+            order,
+            extra,
         )
+
+    def _pair_rows(self, state: State, cbf, params):
+        """Pair order and the robot model's extra body rows, as the closed loop builds them."""
+        robot, f = self.unwrapped.task.robot, self.filter_config
+        s, ts = state.sensing, state.task
+
+        def one(pos, yaw, points, index, mask, gamma):
+            extra = robot.body_rows(
+                pos,
+                yaw,
+                points,
+                index,
+                mask,
+                cbf._replace(gamma=gamma),
+                f.class_k,
+                f.dt_s,
+                params.robot,
+                jnp,
+            )
+            return pair_order(index, jnp), extra
+
+        args = (ts.pos, ts.yaw, s.points, s.graph.index, s.graph.mask, cbf.gamma)
+        for _ in range(ts.yaw.ndim - 1):  # leading batch axes
+            one = jax.vmap(one)
+        return one(*args)
 
     def step(self, state: State, action, params) -> State:
         u_cmd = split_action(action).u
