@@ -150,3 +150,12 @@ def test_hypothesis_layouts_no_collision(
                      jnp.int32(0), jnp.full((HYPO_ROBOTS,), -1, jnp.int32))
     agg = episode(state, jnp.full((HYPO_ROBOTS,), gamma, jnp.float32))
     _assert_safe(agg, (robot, mode))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("robot", ROBOT_MODELS)
+@pytest.mark.parametrize("scenario", sorted(LARGEST))
+def test_centralised_every_scenario_16_robots_no_collision(scenario, robot):
+    """The centralised mode on every scenario and model (16 robots, 2 episodes, random gains)."""
+    agg = _episodes(scenario, 16, robot, "centralised", 2, STEPS, seed=13)
+    _assert_safe(agg, (scenario, robot, "centralised-16"))
