@@ -78,3 +78,17 @@ def test_budget_overflow_and_compaction_branches_agree():
         ok = ref.feasible
         np.testing.assert_allclose(np.asarray(out.u)[ok], ref.u[ok], atol=PARITY_ATOL)
     np.testing.assert_array_equal(np.asarray(out_over.u), np.asarray(out_fit.u))
+
+
+def test_bench_reports_filter_share_and_changed_fraction():
+    from marl_robots.sim.bench import run_bench
+
+    report = run_bench(robots=4, envs_list=(2,), steps=5, repeats=1, numpy_budget_s=0.05,
+                       log=lambda s: None)
+    assert report["machine"]["jax_device"]
+    for row in report["rows"]:
+        assert 0.0 <= row["filter_share_of_step_time"] < 1.0
+        assert 0.0 <= row["filter_changed_fraction"] <= 1.0
+        if row["filter"] == "none":
+            assert row["filter_share_of_step_time"] == 0.0
+            assert row["filter_changed_fraction"] == 0.0

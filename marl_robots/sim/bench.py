@@ -5,6 +5,12 @@ graph, go-to-goal, CBF filter, dynamics, metrics) runs ``steps`` periods in one 
 ``lax.scan`` over ``vmap``-ed environments; compile time is excluded and reported separately.
 The baseline is ``sim.numpy_loop.numpy_step``, the same work in plain NumPy called once per
 environment per step from Python, timed in the same process on the same machine.
+
+Each filtered row also reports the filter's share of the step time (``1 - t_none / t_cbf``,
+against the unfiltered row of the same batch size, measured in the same run) and the fraction
+of robot-steps in which the filter changed the nominal command (every robot-step that needed
+a projection changes it; the few more are commands clipped to the actuator limits only).
+The device JAX ran on is recorded with the machine (a GPU when one is present).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ def machine_description() -> dict:
     }
 
 
-def _jax_rate(spec: RunSpec, envs: int, steps: int, repeats: int) -> tuple[float, float]:
+def _jax_rate(spec: RunSpec, envs: int, steps: int, repeats: int) -> tuple[float, float, float]:
+    """(env-steps/s, compile time [s], fraction of robot-steps the filter changed)."""
     task, cfg, params, cbf = build(spec)
     keys = jax.random.split(jax.random.PRNGKey(spec.seed), envs)
     states = jax.vmap(lambda k: task.reset(k, params))(keys)
@@ -41,13 +48,14 @@ def _jax_rate(spec: RunSpec, envs: int, steps: int, repeats: int) -> tuple[float
     t0 = time.perf_counter()
     compiled = fn.lower(states).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(states))  # warm-up
+    _, agg = jax.block_until_ready(compiled(states))  # warm-up
+    changed = float(np.sum(np.asarray(agg.interventions))) / (envs * steps * spec.robots)
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(states))
         best = min(best, time.perf_counter() - t0)
-    return envs * steps / best, compile_s
+    return envs * steps / best, compile_s, changed
 
 
 def _numpy_rate(spec: RunSpec, envs: int, budget_s: float) -> float:
@@ -72,11 +80,15 @@ def run_bench(
 ) -> dict:
     """Measure every (envs, filter) row and return the report dict."""
     rows = []
+    unfiltered = {}
     for filt in ("none", "cbf"):
         spec = RunSpec(robots=robots, scenario="random", filter=filt, seed=seed)
         for envs in envs_list:
-            rate, compile_s = _jax_rate(spec, envs, steps, repeats)
+            rate, compile_s, changed = _jax_rate(spec, envs, steps, repeats)
             base = _numpy_rate(spec, min(envs, 64), numpy_budget_s)
+            if filt == "none":
+                unfiltered[envs] = rate
+            share = max(0.0, 1.0 - rate / unfiltered[envs]) if filt != "none" else 0.0
             row = {
                 "envs": envs,
                 "robots": robots,
@@ -86,11 +98,13 @@ def run_bench(
                 "numpy_loop_env_steps_per_s": base,
                 "speedup_vs_numpy_loop": rate / base,
                 "compile_time_s": compile_s,
+                "filter_share_of_step_time": share,
+                "filter_changed_fraction": changed,
             }
             rows.append(row)
             log(
                 f"{envs:>6} {robots:>6} {filt:>6} {rate:>14,.0f} {rate * robots:>16,.0f} "
-                f"{base:>12,.0f} {rate / base:>9.1f}x"
+                f"{base:>12,.0f} {rate / base:>9.1f}x {100 * share:>8.0f}% {100 * changed:>9.2f}%"
             )
     return {
         "machine": machine_description(),
@@ -105,7 +119,7 @@ def main_bench(out: Path | None, robots: int, envs_list, steps: int) -> int:
     print(f"machine: {json.dumps(machine_description())}")
     print(
         f"{'envs':>6} {'robots':>6} {'filter':>6} {'env-steps/s':>14} {'robot-steps/s':>16} "
-        f"{'numpy env/s':>12} {'speedup':>10}"
+        f"{'numpy env/s':>12} {'speedup':>10} {'filter%':>9} {'changed%':>10}"
     )
     report = run_bench(
         robots=robots, envs_list=envs_list, steps=steps, log=lambda s: print(s, flush=True)
