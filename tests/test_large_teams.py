@@ -79,10 +79,23 @@ def test_largest_team_decentralised_no_collision(scenario, robot):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario,robot,steps",
-    [("antipodal", "unicycle", 300), ("crossing", "single_integrator", 250)],
+    [
+        ("antipodal", "unicycle", 300),
+        ("antipodal", "single_integrator", 250),
+        ("crossing", "unicycle", 250),
+        ("crossing", "single_integrator", 250),
+        ("corridor", "unicycle", 250),
+        ("corridor", "single_integrator", 250),
+        ("random", "unicycle", 250),
+        ("random", "single_integrator", 250),
+    ],
 )
 def test_largest_team_centralised_no_collision(scenario, robot, steps):
-    """One QP over every pair of 73 (64) robots per step: costly, so one episode each."""
+    """One QP over every pair of up to 73 robots per step: costly, so one short episode each.
+
+    250 steps (8 s) cover the first crowd: antipodal robots meet at the centre after ~7 s,
+    crossing groups meet after ~4 s, corridor groups reach the gap after ~5 s.
+    """
     agg = _episodes(scenario, LARGEST[scenario], robot, "centralised", 1, steps, seed=11)
     _assert_safe(agg, (scenario, robot, "centralised"))
 
