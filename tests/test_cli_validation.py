@@ -66,3 +66,14 @@ def test_seeds_do_not_alias_and_small_seeds_keep_their_keys():
 def test_duplicate_yaml_keys_are_refused():
     with pytest.raises(ConfigError, match="duplicate key 'gamma'"):
         load_yaml("gamma: 5.0\ngamma: 10.0\n", "params.yaml")
+
+
+def test_filter_refuses_a_neighbour_budget_below_the_kissing_number():
+    from marl_robots.controllers.safety_filter import FilterConfig
+    from marl_robots.core.validate import ValidationError, neighbour_budget
+    from marl_robots.sim.closed_loop import ControlConfig
+
+    with pytest.raises(ValidationError, match="neighbour budget 5 is below 6"):
+        ControlConfig(filter=FilterConfig(), neighbours=5)
+    assert ControlConfig(filter=None, neighbours=2).neighbours == 2  # no filter: no guarantee
+    assert neighbour_budget(2, robots=3) == 2  # 3 robots: 2 neighbours are all of them

@@ -71,6 +71,27 @@ def safety_distance(distance_m: float, diameter_m: float) -> float:
     return d
 
 
+#: Neighbours a decentralised 2D filter must see: while every pair barrier holds, at most 6
+#: robots fit within one step's reach of a robot (the kissing number of discs in the plane),
+#: so a budget of 6 covers every pair that could break its barrier in one period.
+SAFE_NEIGHBOURS_2D = 6
+
+
+def neighbour_budget(k: int, robots: int | None = None) -> int:
+    """A filter's neighbour budget: at least ``min(6, robots - 1)`` (see ``SAFE_NEIGHBOURS_2D``).
+
+    Raises:
+        ValidationError: a smaller budget, which would leave reachable neighbours unfiltered.
+    """
+    need = SAFE_NEIGHBOURS_2D if robots is None else min(SAFE_NEIGHBOURS_2D, max(robots - 1, 0))
+    if int(k) < need:
+        raise ValidationError(
+            f"neighbour budget {k} is below {need}: with the filter on, up to 6 robots can be "
+            "within one step's reach (2D kissing number), and unsensed ones are unfiltered"
+        )
+    return int(k)
+
+
 def seed_key_data(seed: int) -> np.ndarray:
     """Two uint32 words of PRNG key data for any integer ``seed`` (no aliasing mod 2^32).
 

@@ -410,6 +410,10 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
         except ValueError as err:
             name = "class_k" if "class-K" in str(err) else "dt_s"
             raise ParameterError(name, str(err)) from err
+        try:
+            validate.neighbour_budget(sensing.neighbours, len(fleet.robots))
+        except validate.ValidationError as err:
+            raise ParameterError("neighbours", str(err)) from err
     gains = {}
     if "goal_gain" in p:
         for name in ("bias", "make_way", "make_way_radius_m"):

@@ -24,6 +24,7 @@ from marl_robots.controllers.safety_filter import (
     pair_order,
     safety_filter,
 )
+from marl_robots.core import validate
 from marl_robots.core.graph import neighbour_graph
 from marl_robots.sim.layout import SAFETY_DISTANCE_M, filter_margins
 from marl_robots.sim.robots.ground import GroundParams
@@ -58,6 +59,8 @@ class ControlConfig:
     def __post_init__(self) -> None:
         if self.neighbours < 0 or self.sensing_radius_m <= 0 or self.goal_gain <= 0:
             raise ValueError("neighbours >= 0, sensing_radius_m > 0 and goal_gain > 0 required")
+        if self.filter is not None:
+            validate.neighbour_budget(self.neighbours)
 
 
 def cbf_params(

@@ -107,6 +107,7 @@ def test_onboard_pipeline_matches_closed_loop_control(recorded):
         ("safety_filter_node", {"state_timeout_s": -1.0}, "state_timeout_s"),
         ("safety_filter_node", {"lookahead_m": 0.0}, "lookahead_m"),
         ("safety_filter_node", {"obstacles": [0.0, 1.0]}, "obstacles"),
+        ("safety_filter_node", {"neighbours": 0}, "neighbours"),
         ("controller_node", {"bias": -0.5}, "bias"),
         ("controller_node", {"robot_id": -1}, "robot_id"),
         ("controller_node", {"safety_distance_m": -0.13}, "safety_distance_m"),
