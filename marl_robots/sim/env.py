@@ -312,10 +312,13 @@ class NavigationEnv:
     def reset(self, key: jax.Array, params: EnvParams) -> State:
         """Lay out a new episode (scenario from ``config.task``) and observe it."""
         task_state = self.task.reset(key, params.robot)
-        n, d = self.n, self.d
-        sensing = self.sense(task_state, jnp.zeros((n, d), jnp.float32), params)
+        return self._first_state(task_state, jnp.zeros((self.n, self.d), jnp.float32), params)
+
+    def _first_state(self, task_state, velocity, params) -> State:
+        """The episode's first ``State``: observed, zero rewards, costs and metrics of it."""
+        sensing = self.sense(task_state, velocity, params)
         _, metrics = self._metrics(task_state, params)
-        zeros = jnp.zeros((n,), jnp.float32)
+        zeros = jnp.zeros((self.n,), jnp.float32)
         return State(
             task=task_state,
             obs=self.observe(task_state, sensing),

@@ -28,7 +28,6 @@ from marl_robots.controllers.quad_setpoints import Setpoint, load_gains
 from marl_robots.core.graph import neighbour_graph
 from marl_robots.sim.env import (
     COST_TERMS,
-    REWARD_TERMS,
     NavigationEnv,
     ObsLayout,
     Sensing,
@@ -219,19 +218,7 @@ class QuadNavigationEnv(NavigationEnv):
             t=jnp.int32(0),
             reached_step=jnp.full((n,), -1, jnp.int32),
         )
-        sensing = self.sense(task_state, quad.vel, params)
-        _, metrics = self._metrics(task_state, params)
-        zeros = jnp.zeros((n,), jnp.float32)
-        return State(
-            task=task_state,
-            obs=self.observe(task_state, sensing),
-            reward={name: zeros for name in REWARD_TERMS},
-            cost=self._costs(task_state, params),
-            done=jnp.bool_(False),
-            metrics=metrics,
-            info={},
-            sensing=sensing,
-        )
+        return self._first_state(task_state, quad.vel, params)
 
     def step(self, state: State, action: jax.Array, params: QuadEnvParams) -> State:
         """Track the velocity setpoints ``action`` [n, 3] [m/s] for one period ``dt_s``."""
