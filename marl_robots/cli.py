@@ -20,6 +20,7 @@ from pathlib import Path
 
 from marl_robots.controllers.cbf import CLASS_K_NAMES
 from marl_robots.controllers.safety_filter import FILTER_MODES
+from marl_robots.core import defaults
 from marl_robots.core.registry import UnknownNameError
 from marl_robots.core.validate import MAX_STEPS
 
@@ -96,14 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "--gamma",
         type=_positive_float,
         default=None,
-        help="class-K gain for every robot (default 10 /s)",
+        help=f"class-K gain for every robot (default {defaults.GAMMA:g} /s)",
     )
     sim.add_argument(
         "--safety-distance",
         type=_nonneg_float,
         default=None,
         help="minimum distance between robot centres [m], at least the body diameter "
-        "(default 0.13)",
+        f"(default {defaults.SAFETY_DISTANCE_M:g})",
     )
     sim.add_argument(
         "--steps",
@@ -159,7 +160,9 @@ def _add_learning_parsers(sub) -> None:
     ev.add_argument("--robot", default="unicycle")
     ev.add_argument("--episodes", type=_positive_int, default=100)
     ev.add_argument("--steps", type=_positive_int, default=2000, help="steps per episode")
-    ev.add_argument("--gamma", type=_positive_float, default=10.0, help="fixed class-K gain")
+    ev.add_argument(
+        "--gamma", type=_positive_float, default=defaults.GAMMA, help="fixed class-K gain [1/s]"
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=None, help="write metrics.json, episodes.jsonl")
     ev.add_argument("--overwrite", action="store_true")

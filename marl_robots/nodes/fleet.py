@@ -8,8 +8,16 @@ Fleet file format (strict: unknown keys are errors)::
       frame_id: world              # REP-105 fixed frame of poses and goals
       arena_m: [3.2, 2.0]          # arena size (x, y) [m], centred on the origin
       obstacles: [[0.0, 0.0, 0.1]] # optional circular obstacles (x, y, radius) [m]
+      robot_types:                 # optional; default: one type named 'default' (core.defaults)
+        - {name: gritsbot, robot: unicycle, diameter_m: 0.11, v_max: 0.2, omega_max: 3.6,
+           lookahead_m: 0.04}
       robots:
-        - {name: robot_0, id: 0, initial_pose: [x, y, yaw], goal: [x, y]}
+        - {name: robot_0, id: 0, type: gritsbot, initial_pose: [x, y, yaw], goal: [x, y]}
+
+``robot_types`` (as Crazyswarm2's ``crazyflies.yaml`` has ``robot_types``) names each kind of
+robot once: its family (a name in ``sim.robots.ROBOTS``) and physical parameters; every robot
+refers to one by ``type``.  The nodes check their ``robot`` and physical parameters against
+their robot's type.
 
 ``initial_pose`` is the pose of ``<name>/base_link`` (axle centre) [m, m, rad]; ``goal`` is the
 goal of the robot's *control point* (the look-ahead point of a unicycle) [m], as in the
@@ -23,15 +31,47 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from marl_robots.core import validate
+from marl_robots.core import defaults, validate
 from marl_robots.core.config import ConfigError, load_config
 from marl_robots.core.paths import content_path
 from marl_robots.sim.layout import SAFETY_DISTANCE_M, check_ground_layout
+from marl_robots.sim.robots import ROBOTS
 
 #: ROS 2 name token: letters, digits and underscores, not starting with a digit.
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Fleet-file section that holds the fleet.
 FLEET_SECTION = "fleet"
+
+
+#: Physical parameters of a robot type, in ``GroundParams`` order.
+TYPE_PARAMETERS = ("diameter_m", "v_max", "omega_max", "lookahead_m")
+
+
+@dataclass(frozen=True)
+class RobotType:
+    """A kind of robot in a fleet file's ``robot_types``.
+
+    Attributes:
+        name: the type's name (robots refer to it by ``type``).
+        robot: robot family, a name in ``sim.robots.ROBOTS``.
+        diameter_m, v_max, omega_max, lookahead_m: physical parameters [m, m/s, rad/s, m]
+            (see ``sim.robots.ground.GroundParams``).
+
+    """
+
+    name: str = "default"
+    robot: str = defaults.ROBOT
+    diameter_m: float = defaults.DIAMETER_M
+    v_max: float = defaults.V_MAX
+    omega_max: float = defaults.OMEGA_MAX
+    lookahead_m: float = defaults.LOOKAHEAD_M
+
+    def __post_init__(self) -> None:
+        if self.robot not in ROBOTS:
+            raise ValueError(f"robot type {self.name!r}: unknown robot {self.robot!r}; known "
+                             f"robots: {', '.join(ROBOTS.names())}")
+        for key in TYPE_PARAMETERS:
+            validate.positive(f"robot type {self.name!r}: {key}", getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -43,6 +83,7 @@ class RobotEntry:
         id: unique non-negative integer id.
         initial_pose: (x [m], y [m], yaw [rad]) of ``base_link`` in the fleet frame.
         goal: (x, y) goal of the control point [m].
+        type: name of the robot's entry in the fleet's ``robot_types``.
 
     """
 
@@ -50,6 +91,7 @@ class RobotEntry:
     id: int
     initial_pose: tuple[float, float, float] = (0.0, 0.0, 0.0)
     goal: tuple[float, float] = (0.0, 0.0)
+    type: str = "default"
 
 
 @dataclass(frozen=True)
@@ -61,13 +103,15 @@ class Fleet:
         frame_id: fixed frame of poses, goals and odometry (``world`` or ``odom``).
         arena_m: arena size (x, y) [m], centred on the origin.
         obstacles: circular obstacles (x, y, radius) [m].
+        robot_types: the kinds of robot (family and physical parameters) robots refer to.
 
     """
 
     robots: tuple[RobotEntry, ...]
     frame_id: str = "world"
-    arena_m: tuple[float, float] = (3.2, 2.0)
+    arena_m: tuple[float, float] = defaults.ARENA_M
     obstacles: tuple[tuple[float, float, float], ...] = ()
+    robot_types: tuple[RobotType, ...] = (RobotType(),)
 
     def __post_init__(self) -> None:
         if not self.robots:
@@ -93,6 +137,18 @@ class Fleet:
                 raise ValueError(f"obstacle {k} has radius {obstacle[2]:g} (must be > 0)")
         if not _NAME_RE.match(self.frame_id):
             raise ValueError(f"frame_id {self.frame_id!r} is not a valid frame name")
+        types = [t.name for t in self.robot_types]
+        if len(set(types)) != len(types):
+            raise ValueError(f"robot_types names must be unique, got {types}")
+        for r in self.robots:
+            if r.type not in types:
+                raise ValueError(f"robot {r.name!r} has type {r.type!r}, which is not in "
+                                 f"robot_types ({', '.join(types)})")
+
+    def robot_type(self, index: int) -> RobotType:
+        """The ``RobotType`` of the robot at fleet row ``index``."""
+        name = self.robots[index].type
+        return next(t for t in self.robot_types if t.name == name)
 
     @property
     def ids(self) -> list[int]:
@@ -175,8 +231,8 @@ def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFE
 
     Args:
         fleet: the fleet (robots with initial poses and goals).
-        model: unicycle parameters (``diameter_m``, ``lookahead_m``, ...); ``None``: the
-            nodes' defaults.
+        model: robot parameters (``diameter_m``, ``lookahead_m``, ...); ``None``: those of the
+            fleet's robot type.
         safety_distance_m: least distance between robot centres [m] (>= body diameter).
         what: name of the fleet in messages (e.g. ``fleet file <path>``).
 
@@ -184,11 +240,18 @@ def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFE
         ValidationError: one line naming ``what``, the robot (by name) and the broken rule.
 
     """
-    from marl_robots.nodes.onboard import default_robot_model  # noqa: PLC0415 - cycle
-    from marl_robots.sim.robots.unicycle import Unicycle  # noqa: PLC0415
+    from marl_robots.nodes.onboard import RobotModel  # noqa: PLC0415 - cycle
 
-    model = default_robot_model() if model is None else model
     names = fleet.names
+    kinds = sorted({r.type for r in fleet.robots})
+    if len(kinds) > 1:
+        raise validate.ValidationError(
+            f"{what}: robots of types {', '.join(kinds)}: a fleet of mixed robot types is not "
+            "supported yet (the filter's margins assume one robot model)")
+    kind = fleet.robot_type(0)
+    robot = ROBOTS.get(kind.robot)
+    if model is None:
+        model = RobotModel(*(getattr(kind, key) for key in TYPE_PARAMETERS))
     for r in fleet.robots:
         for key in ("initial_pose", "goal"):
             value = getattr(r, key)
@@ -200,7 +263,7 @@ def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFE
     goals = [r.goal for r in fleet.robots]
     obstacles = [list(o) for o in fleet.obstacles]
     try:
-        check_ground_layout(Unicycle, model, pos, yaw, goals, obstacles, fleet.arena_bounds,
+        check_ground_layout(robot, model, pos, yaw, goals, obstacles, fleet.arena_bounds,
                             safety_distance_m, what)
     except validate.ValidationError as err:
         raise validate.ValidationError(_robot_names(str(err), names)) from None
@@ -296,8 +359,10 @@ def fleet_to_dict(fleet: Fleet) -> dict:
             "frame_id": fleet.frame_id,
             "arena_m": list(fleet.arena_m),
             "obstacles": [list(o) for o in fleet.obstacles],
+            "robot_types": [dict(vars(t)) for t in fleet.robot_types],
             "robots": [
-                {"name": r.name, "id": r.id, "initial_pose": [round(v, 6) for v in r.initial_pose],
+                {"name": r.name, "id": r.id, "type": r.type,
+                 "initial_pose": [round(v, 6) for v in r.initial_pose],
                  "goal": [round(v, 6) for v in r.goal]}
                 for r in fleet.robots
             ],
@@ -310,6 +375,7 @@ __all__ = [
     "check_fleet_layout",
     "Fleet",
     "RobotEntry",
+    "RobotType",
     "default_name",
     "fleet_from_scenario",
     "fleet_to_dict",

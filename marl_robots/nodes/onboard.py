@@ -36,10 +36,18 @@ from marl_robots.controllers.safety_filter import (
     World,
     filter_robots,
 )
-from marl_robots.core import config, validate
+from marl_robots.core import config, defaults, validate
 from marl_robots.core.config import ConfigError
-from marl_robots.nodes.fleet import Fleet, RobotEntry, check_fleet_layout, load_fleet
-from marl_robots.sim.robots.unicycle import Unicycle
+from marl_robots.core.registry import UnknownNameError
+from marl_robots.nodes.fleet import (
+    TYPE_PARAMETERS,
+    Fleet,
+    RobotEntry,
+    check_fleet_layout,
+    load_fleet,
+)
+from marl_robots.sim.layout import filter_margins
+from marl_robots.sim.robots import ROBOTS
 
 
 class ParameterError(ValueError):
@@ -70,10 +78,13 @@ class ParamSpec:
 
 
 _ROBOT = (
-    ParamSpec("diameter_m", "double", 0.11, "robot body diameter [m]"),
-    ParamSpec("v_max", "double", 0.2, "top linear speed [m/s]"),
-    ParamSpec("omega_max", "double", 3.6, "top turn rate [rad/s]"),
-    ParamSpec("lookahead_m", "double", 0.04, "control point ahead of the axle [m]"),
+    ParamSpec("robot", "string", defaults.ROBOT,
+              "robot family, a name in the robot registry (unicycle, single_integrator)"),
+    ParamSpec("diameter_m", "double", defaults.DIAMETER_M, "robot body diameter [m]"),
+    ParamSpec("v_max", "double", defaults.V_MAX, "top linear speed [m/s]"),
+    ParamSpec("omega_max", "double", defaults.OMEGA_MAX, "top turn rate [rad/s]"),
+    ParamSpec("lookahead_m", "double", defaults.LOOKAHEAD_M,
+              "control point ahead of the axle [m]"),
 )
 _FLEET = (
     ParamSpec("robot_id", "int", -1, "id of this robot in the fleet"),
@@ -82,15 +93,17 @@ _FLEET = (
               "obstacles when set"),
     ParamSpec("fleet_ids", "int_array", None, "ids of every fleet robot (this one included)"),
     ParamSpec("fleet_namespaces", "string_array", None, "namespaces, in fleet_ids order"),
-    ParamSpec("neighbours", "int", 6, "neighbour budget k of the sensing graph"),
-    ParamSpec("sensing_radius_m", "double", 1.0, "neighbours farther than this are ignored [m]"),
+    ParamSpec("neighbours", "int", defaults.NEIGHBOURS, "neighbour budget k of the sensing graph"),
+    ParamSpec("sensing_radius_m", "double", defaults.SENSING_RADIUS_M,
+              "neighbours farther than this are ignored [m]"),
 )
 
 _WORLD = (
-    ParamSpec("arena", "double_array", [-1.6, 1.6, -1.0, 1.0],
+    ParamSpec("arena", "double_array", defaults.arena_bounds(),
               "arena walls (x_min, x_max, y_min, y_max) [m]"),
     ParamSpec("obstacles", "double_array", None, "circular obstacles, flat (x, y, r)* [m]"),
-    ParamSpec("safety_distance_m", "double", 0.13, "minimum distance between robot centres [m]"),
+    ParamSpec("safety_distance_m", "double", defaults.SAFETY_DISTANCE_M,
+              "minimum distance between robot centres [m]"),
 )
 
 #: Parameters of ``controller_node``.
@@ -98,10 +111,11 @@ CONTROLLER_PARAMS: tuple[ParamSpec, ...] = (
     *_FLEET,
     *_ROBOT,
     *_WORLD,
-    ParamSpec("goal_gain", "double", 1.0, "proportional go-to-goal gain [1/s]"),
-    ParamSpec("bias", "double", 0.5, "right-hand bias, fraction of v_max"),
-    ParamSpec("make_way", "double", 1.0, "largest step-aside speed, fraction of v_max"),
-    ParamSpec("make_way_radius_m", "double", 0.05,
+    ParamSpec("goal_gain", "double", defaults.GOAL_GAIN, "proportional go-to-goal gain [1/s]"),
+    ParamSpec("bias", "double", defaults.BIAS, "right-hand bias, fraction of v_max"),
+    ParamSpec("make_way", "double", defaults.MAKE_WAY,
+              "largest step-aside speed, fraction of v_max"),
+    ParamSpec("make_way_radius_m", "double", defaults.MAKE_WAY_RADIUS_M,
               "gap to a neighbour's safety disc below which the robot steps aside [m]"),
     ParamSpec("state_timeout_s", "double", 0.5, "odometry older than this stops the robot [s]"),
 )
@@ -111,11 +125,12 @@ SAFETY_FILTER_PARAMS: tuple[ParamSpec, ...] = (
     *_FLEET,
     *_ROBOT,
     *_WORLD,
-    ParamSpec("gamma", "double", 5.0, "class-K gain [1/s]"),
-    ParamSpec("class_k", "string", "linear", "class-K function: linear or cubic"),
-    ParamSpec("dt_s", "double", 0.033, "control period for the discrete-time clip [s]"),
-    ParamSpec("relax_weight", "double", 1e6, "weight of the squared slack"),
-    ParamSpec("relax_iters", "int", 30, "interior-point iterations of the relaxed QP"),
+    ParamSpec("gamma", "double", defaults.GAMMA, "class-K gain [1/s]"),
+    ParamSpec("class_k", "string", defaults.CLASS_K, "class-K function: linear or cubic"),
+    ParamSpec("dt_s", "double", defaults.DT_S, "control period for the discrete-time clip [s]"),
+    ParamSpec("relax_weight", "double", defaults.RELAX_WEIGHT, "weight of the squared slack"),
+    ParamSpec("relax_iters", "int", defaults.RELAX_ITERS,
+              "interior-point iterations of the relaxed QP"),
     ParamSpec("state_timeout_s", "double", 0.5,
               "own/neighbour odometry or nominal command older than this brakes [s]"),
     ParamSpec("watchdog_rate_hz", "double", 20.0, "staleness checks and diagnostics [Hz]"),
@@ -129,7 +144,7 @@ SIM_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("scenario", "string", "antipodal", "navigation scenario (without fleet_file)"),
     ParamSpec("fleet_file", "string", "", "fleet file (path or name under hardware/)"),
     ParamSpec("seed", "int", 0, "PRNG seed of random scenarios"),
-    ParamSpec("dt_s", "double", 0.033, "simulation step [s]"),
+    ParamSpec("dt_s", "double", defaults.DT_S, "simulation step [s]"),
     ParamSpec("rate_hz", "double", 0.0,
               "simulation steps per wall-clock second (0: real time, 1/dt_s)"),
     ParamSpec("cmd_timeout_s", "double", 0.5, "cmd_vel older than this is taken as zero [s]"),
@@ -243,12 +258,44 @@ def param_defaults(specs: tuple[ParamSpec, ...]) -> dict:
 
 
 class RobotModel(NamedTuple):
-    """Unicycle parameters (duck-types ``GroundParams`` for ``Unicycle`` without JAX)."""
+    """Ground-robot parameters (duck-types ``GroundParams`` for the robot models, no JAX)."""
 
     diameter_m: float
     v_max: float
     omega_max: float
     lookahead_m: float
+
+
+def robot_family(p: dict):
+    """The robot model class named by the ``robot`` parameter (``sim.robots.ROBOTS``).
+
+    Raises:
+        ParameterError: an unknown name (the message lists the known ones).
+
+    """
+    try:
+        return ROBOTS.get(str(p.get("robot", defaults.ROBOT)))
+    except UnknownNameError as err:
+        raise ParameterError("robot", str(err)) from None
+
+
+def check_robot_type(fleet: Fleet, p: dict, model: RobotModel) -> None:
+    """Refuse node parameters that disagree with the fleet's ``robot_types``.
+
+    Raises:
+        ParameterError: naming the first parameter (``robot``, ``diameter_m``, ...) that differs
+            from the fleet's type, with both values.
+
+    """
+    kind = fleet.robot_type(0)
+    family = str(p.get("robot", defaults.ROBOT))
+    if family != kind.robot:
+        raise ParameterError("robot", f"{family!r}, but the fleet's robot type {kind.name!r} is "
+                             f"a {kind.robot!r}")
+    for key in TYPE_PARAMETERS:
+        if not math.isclose(getattr(model, key), getattr(kind, key), rel_tol=1e-9):
+            raise ParameterError(key, f"{getattr(model, key)!r}, but the fleet's robot type "
+                                 f"{kind.name!r} has {key} {getattr(kind, key)!r}")
 
 
 def robot_model(p: dict) -> RobotModel:
@@ -355,6 +402,7 @@ class Setup:
 
     Attributes:
         model: robot parameters; sensing: neighbour budget and radius.
+        robot: the robot model class (``robot`` parameter, looked up in ``ROBOTS``).
         world: obstacles and arena walls; cbf: barrier parameters of the control points.
         config: filter configuration (``None`` for the controller node).
         goal_gain, bias, make_way, make_way_radius_m: nominal-controller gains (see
@@ -371,19 +419,21 @@ class Setup:
     bias: float = 0.0
     make_way: float = 0.0
     make_way_radius_m: float = 0.05
+    robot: type = ROBOTS.get(defaults.ROBOT)
 
 
 def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     """Validated set-up from ``controller_node`` or ``safety_filter_node`` parameters.
 
-    Mirrors ``closed_loop.cbf_params``: pairs keep ``d + 2 l`` between control points and walls
-    and obstacles ``radius + l``.  Filter parameters are read when ``class_k`` is present,
-    nominal gains when ``goal_gain`` is.
+    The barrier margins come from ``sim.layout.filter_margins``, the function
+    ``closed_loop.cbf_params`` uses, for the robot family named by ``robot``.  Filter
+    parameters are read when ``class_k`` is present, nominal gains when ``goal_gain`` is.
 
     Raises:
         ParameterError: naming the first invalid parameter.
 
     """
+    robot = robot_family(p)
     model = robot_model(p)
     sensing = sensing_config(p)
     try:
@@ -396,6 +446,7 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
             check_fleet_layout(fleet, model, d, what=f"fleet file {p['fleet_file']}")
         except validate.ValidationError as err:
             raise ParameterError("fleet_file", str(err)) from err
+        check_robot_type(fleet, p, model)
     gamma = _positive(p, "gamma") if "gamma" in p else 1.0
     for name in ("state_timeout_s", "watchdog_rate_hz", "max_position_m", "goal_gain"):
         if name in p:
@@ -424,21 +475,20 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     obstacles = np.asarray(fleet.obstacles, dtype=float).reshape(-1, 3)
     world = World(obstacles, np.ones(len(obstacles), dtype=bool),
                   np.asarray(fleet.arena_bounds, dtype=float))
-    margin = model.lookahead_m
-    radius = 0.5 * model.diameter_m
-    cbf = CBFParams(
-        gamma=np.array([gamma]),
-        safety_distance=float(d) + 2.0 * margin,
-        obstacle_margin=radius + margin,
-        wall_margin=radius + margin,
-    )
-    return Setup(model, sensing, world, cbf, config, **gains)
+    m = filter_margins(robot, model, float(d))
+    cbf = CBFParams(gamma=np.array([gamma]), safety_distance=float(m.pair),
+                    obstacle_margin=float(m.obstacle), wall_margin=float(m.wall))
+    return Setup(model, sensing, world, cbf, config, **gains, robot=robot)
 
 
-def control_points(poses: np.ndarray, model: RobotModel) -> np.ndarray:
-    """Look-ahead points [n, 2] [m] of base poses [n, 3] (x [m], y [m], yaw [rad])."""
+def control_points(poses: np.ndarray, model: RobotModel, robot=None) -> np.ndarray:
+    """Control points [n, 2] [m] of base poses [n, 3] (x [m], y [m], yaw [rad]).
+
+    ``robot``: the robot model class (default: ``core.defaults.ROBOT``).
+    """
     poses = np.asarray(poses, dtype=float)
-    return Unicycle.control_point(poses[:, :2], poses[:, 2], model, np)
+    robot = ROBOTS.get(defaults.ROBOT) if robot is None else robot
+    return robot.control_point(poses[:, :2], poses[:, 2], model, np)
 
 
 def neighbour_list(points: np.ndarray, index: int, sensing: SensingConfig):
@@ -492,7 +542,7 @@ def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.nda
 
     """
     model, cbf = setup.model, setup.cbf
-    points = control_points(poses, model)
+    points = control_points(poses, model, setup.robot)
     nbr, mask, nearest = neighbour_list(points, index, setup.sensing)
     p = points[index:index + 1]
     u = nominal.cooperative_go_to_goal(
@@ -501,7 +551,7 @@ def nominal_command(poses: np.ndarray, index: int, goal, setup: Setup) -> np.nda
         model.v_max, setup.bias, setup.make_way, setup.make_way_radius_m, xp=np,
     )
     yaw = np.asarray(poses, dtype=float)[index:index + 1, 2]
-    return Unicycle.from_point_velocity(u, yaw, model, np)[0]
+    return setup.robot.from_point_velocity(u, yaw, model, np)[0]
 
 
 class FilterResult(NamedTuple):
@@ -535,17 +585,20 @@ def filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) -> 
 
 def _filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) -> FilterResult:
     model = setup.model
-    points = control_points(poses, model)
+    points = control_points(poses, model, setup.robot)
     nbr, mask, _ = neighbour_list(points, index, setup.sensing)
     yaw = poses[index:index + 1, 2]
-    u_nom = Unicycle.to_point_velocity(np.asarray(nominal_cmd, dtype=float)[None], yaw, model, np)
-    limits = Unicycle.limits(np.where(np.isfinite(yaw), yaw, 0.0), model, np)
+    robot = setup.robot
+    u_nom = robot.to_point_velocity(np.asarray(nominal_cmd, dtype=float)[None], yaw, model, np)
+    limits = robot.limits(np.where(np.isfinite(yaw), yaw, 0.0), model, np)
     # Same rows as the simulation: coincident neighbours part by fleet order, and axle rows
     # for neighbours inside the pair margin (``Unicycle.body_rows``).
     rows, _, _ = neighbour_indices(points, index, setup.sensing)
     order = np.where(index > rows, 1, -1)[None].astype(np.int32)
     safe_poses = np.where(np.isfinite(poses), poses, 0.0)
-    extra = _axle_rows(safe_poses, points, index, rows, mask, setup)
+    # Axle rows exist because the body sits off the control point (margin > 0).
+    extra = (_axle_rows(safe_poses, points, index, rows, mask, setup)
+             if robot.point_margin(model) > 0 else None)
     u, info = filter_robots(points[index:index + 1], u_nom, nbr, mask, setup.world, setup.cbf,
                             limits, setup.config, np, order, extra)
     status = int(info.status[0])
@@ -557,7 +610,7 @@ def _filter_command(poses: np.ndarray, index: int, nominal_cmd, setup: Setup) ->
             yaw[0]):
         cmd = np.zeros(2)
     else:
-        cmd = Unicycle.from_point_velocity(u, yaw, model, np)[0]
+        cmd = robot.from_point_velocity(u, yaw, model, np)[0]
     return FilterResult(cmd, status, slack, STATUS_REASONS[FilterStatus(status)], info)
 
 

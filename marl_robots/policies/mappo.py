@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from marl_robots.core import defaults
 from marl_robots.policies import POLICIES
 from marl_robots.policies.gnn import GNN
 from marl_robots.sim import wrappers as wr
@@ -68,7 +69,7 @@ class TrainConfig:
     robots: int = 8
     scenario: str = "corridor"
     robot: str = "unicycle"
-    arena_m: tuple[float, float] = (3.2, 2.0)
+    arena_m: tuple[float, float] = defaults.ARENA_M
     max_obstacles: int = 4
     num_envs: int = 64
     rollout_steps: int = 64

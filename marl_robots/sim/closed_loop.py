@@ -24,7 +24,7 @@ from marl_robots.controllers.safety_filter import (
     pair_order,
     safety_filter,
 )
-from marl_robots.core import validate
+from marl_robots.core import defaults, validate
 from marl_robots.core.graph import neighbour_graph
 from marl_robots.sim.layout import SAFETY_DISTANCE_M, filter_margins
 from marl_robots.sim.robots.ground import GroundParams
@@ -48,13 +48,16 @@ class ControlConfig:
         make_way_radius_m: gap to a neighbour's safety disc below which robots step aside [m].
     """
 
-    filter: FilterConfig | None = FilterConfig(dt_s=0.033)
-    neighbours: int = 6
-    sensing_radius_m: float = 1.0
-    goal_gain: float = 1.0
-    bias: float = 0.5
-    make_way: float = 1.0
-    make_way_radius_m: float = 0.05
+    filter: FilterConfig | None = FilterConfig(
+        class_k=defaults.CLASS_K, dt_s=defaults.DT_S, relax_weight=defaults.RELAX_WEIGHT,
+        relax_iters=defaults.RELAX_ITERS,
+    )
+    neighbours: int = defaults.NEIGHBOURS
+    sensing_radius_m: float = defaults.SENSING_RADIUS_M
+    goal_gain: float = defaults.GOAL_GAIN
+    bias: float = defaults.BIAS
+    make_way: float = defaults.MAKE_WAY
+    make_way_radius_m: float = defaults.MAKE_WAY_RADIUS_M
 
     def __post_init__(self) -> None:
         if self.neighbours < 0 or self.sensing_radius_m <= 0 or self.goal_gain <= 0:
@@ -67,7 +70,7 @@ def cbf_params(
     task: NavigationTask,
     params: GroundParams,
     safety_distance_m: float = SAFETY_DISTANCE_M,
-    gamma: float | jax.Array = 5.0,
+    gamma: float | jax.Array = defaults.GAMMA,
 ) -> CBFParams:
     """Filter parameters for the task's control points.
 

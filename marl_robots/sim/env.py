@@ -47,14 +47,15 @@ import jax
 import jax.numpy as jnp
 
 from marl_robots.controllers.safety_filter import CBFParams
+from marl_robots.core import defaults
 from marl_robots.core.graph import NeighbourGraph, neighbour_graph
 from marl_robots.sim.closed_loop import SAFETY_DISTANCE_M, ControlConfig, cbf_params
 from marl_robots.sim.robots.ground import GroundParams
 from marl_robots.sim.tasks.navigation import NavigationConfig, NavigationTask, NavState
 
 _CONTROL_DEFAULTS = ControlConfig()
-#: Default class-K gain [1/s] of the env's filter parameters (that of ``marl-robots sim``).
-DEFAULT_GAMMA = 10.0
+#: Default class-K gain [1/s] of the env's filter parameters (``core.defaults``).
+DEFAULT_GAMMA = defaults.GAMMA
 
 
 @dataclass(frozen=True)

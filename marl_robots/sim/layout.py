@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from marl_robots.core import validate
+from marl_robots.core import defaults, validate
 from marl_robots.sim.robots import ROBOTS
 
-#: Default safety distance between robot centres [m]: the 0.11 m body plus 2 cm.
-SAFETY_DISTANCE_M = 0.13
+#: Default safety distance between robot centres [m] (``core.defaults``).
+SAFETY_DISTANCE_M = defaults.SAFETY_DISTANCE_M
 
 
 class Margins(NamedTuple):

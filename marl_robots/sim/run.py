@@ -20,13 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from marl_robots.controllers.safety_filter import FilterConfig
-from marl_robots.core import validate
+from marl_robots.core import defaults, validate
 from marl_robots.sim.closed_loop import SAFETY_DISTANCE_M, ControlConfig, cbf_params, rollout
 from marl_robots.sim.tasks.navigation import NavigationConfig, NavigationTask
 
-#: Default class-K gain [1/s] and right-hand bias, tuned for liveness on antipodal and random.
-DEFAULT_GAMMA = 10.0
-DEFAULT_BIAS = 0.5
+#: Default class-K gain [1/s] and right-hand bias (``core.defaults``).
+DEFAULT_GAMMA = defaults.GAMMA
+DEFAULT_BIAS = defaults.BIAS
 CHUNK_STEPS = 250
 
 

@@ -35,12 +35,11 @@ from marl_robots.controllers.safety_filter import (
     filter_robots,
     pair_order,
 )
+from marl_robots.core import defaults
 from marl_robots.sim.env import State
 
-#: Bounds on a policy's per-robot class-K gain [1/s] (linear class-K).  Any value in them is
-#: safe (the filter's discrete-time clip makes every gain > 0 safe); the bounds keep the
-#: filter well conditioned and the policy's output space small.
-GAMMA_BOUNDS = (0.5, 30.0)
+#: Bounds on a policy's per-robot class-K gain [1/s] (``core.defaults.GAMMA_BOUNDS``).
+GAMMA_BOUNDS = defaults.GAMMA_BOUNDS
 
 
 class Wrapper:

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from marl_robots.core import defaults
+
 
 class GroundParams(NamedTuple):
     """Physical parameters of a ground robot (a pytree: vmap it to randomise).
@@ -24,10 +26,10 @@ class GroundParams(NamedTuple):
         lookahead_m: distance of the control point ahead of the axle [m] (unicycle only).
     """
 
-    diameter_m: float = 0.11
-    v_max: float = 0.2
-    omega_max: float = 3.6
-    lookahead_m: float = 0.04
+    diameter_m: float = defaults.DIAMETER_M
+    v_max: float = defaults.V_MAX
+    omega_max: float = defaults.OMEGA_MAX
+    lookahead_m: float = defaults.LOOKAHEAD_M
 
 
 def default_params() -> GroundParams:

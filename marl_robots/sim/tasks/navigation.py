@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marl_robots.core import defaults
 from marl_robots.sim.robots import ROBOTS
 from marl_robots.sim.robots.ground import GroundParams
 from marl_robots.sim.scenarios import SCENARIOS
@@ -37,9 +38,9 @@ class NavigationConfig:
     robots: int = 16
     scenario: str = "antipodal"
     robot: str = "unicycle"
-    dt_s: float = 0.033
+    dt_s: float = defaults.DT_S
     max_obstacles: int = 4
-    arena_m: tuple[float, float] = (3.2, 2.0)
+    arena_m: tuple[float, float] = defaults.ARENA_M
     goal_tolerance_m: float = 0.05
 
     def __post_init__(self) -> None:
