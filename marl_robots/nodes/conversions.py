@@ -13,7 +13,7 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseStamped, Twist
+from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Twist
 from nav_msgs.msg import Odometry
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import ColorRGBA
@@ -41,19 +41,56 @@ def clock_msg(seconds: float) -> Clock:
     return Clock(clock=time_msg(seconds))
 
 
+def _base_pose(pose: Pose) -> tuple[float, float, float]:
+    """(x [m], y [m], yaw [rad]) of a ``geometry_msgs/Pose``; NaN yaw for a bad quaternion."""
+    p, q = pose.position, pose.orientation
+    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
+    if not math.isfinite(norm) or abs(norm - 1.0) > QUAT_NORM_TOL:
+        yaw = math.nan
+    else:
+        yaw = quat_to_yaw(q.x / norm, q.y / norm, q.z / norm, q.w / norm)
+    return (p.x, p.y, yaw)
+
+
 def pose_from_odom(msg: Odometry) -> np.ndarray:
     """Base pose (x [m], y [m], yaw [rad]) of an odometry message.
 
     A quaternion far from unit norm (or non-finite) yields a NaN yaw, so that garbage fails
     closed downstream instead of silently reading as yaw 0.
     """
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
-    if not math.isfinite(norm) or abs(norm - 1.0) > QUAT_NORM_TOL:
-        yaw = math.nan
-    else:
-        yaw = quat_to_yaw(q.x / norm, q.y / norm, q.z / norm, q.w / norm)
-    return np.array([p.x, p.y, yaw], dtype=float)
+    return np.array(_base_pose(msg.pose.pose), dtype=float)
+
+
+def poses_from_pose_array(msg: PoseArray) -> np.ndarray:
+    """Base poses [n, 3] (x [m], y [m], yaw [rad]) of a fleet-state ``PoseArray``.
+
+    Row ``i`` is the ``i``-th pose of the message (fleet-file order); a bad quaternion gives a
+    NaN yaw in its row, exactly as ``pose_from_odom`` does for one robot.
+    """
+    return np.array([_base_pose(pose) for pose in msg.poses], dtype=float).reshape(-1, 3)
+
+
+def pose_array_msg(poses, stamp: Time, frame_id: str) -> PoseArray:
+    """Fleet state: every robot's base pose in one ``PoseArray``, in fleet order.
+
+    Args:
+        poses: [n, 3] base poses (x [m], y [m], yaw [rad]) in ``frame_id``, fleet-file order.
+        stamp: time of the state (simulated time under ``use_sim_time``).
+        frame_id: fixed frame (``world`` or the fleet file's ``frame_id``).
+
+    """
+    msg = PoseArray()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    out = []
+    for x, y, yaw in np.asarray(poses, dtype=float).reshape(-1, 3):
+        pose = Pose()
+        pose.position.x, pose.position.y = float(x), float(y)
+        o = pose.orientation
+        o.x, o.y, o.z, o.w = yaw_to_quat(float(yaw))
+        out.append(pose)
+    msg.poses = out
+    return msg
 
 
 def odom_msg(pose, command, stamp: Time, frame_id: str, child_frame_id: str) -> Odometry:

@@ -9,7 +9,14 @@ Graph per robot ``<ns>`` (from the fleet file, else ``robot_<id>``)::
     /<ns>/odom --> controller --> /<ns>/cmd_vel_nominal --> safety_filter --> /<ns>/cmd_vel
     /<ns>/goal --> controller          /<other>/odom --> controller, safety_filter
 
-plus one ``sim`` node at the root namespace for ``backend=sim``.
+plus one ``sim`` node at the root namespace for ``backend=sim``, which also publishes every
+pose in one ``/fleet/poses`` PoseArray (the ``fleet_state:=pose_array`` input).
+
+Layouts: one process per node (``one_process=False``; what a hardware fleet runs, one robot per
+onboard computer), or, for the simulator, one ``swarm_host`` process that hosts every robot's
+controller and filter as node instances (``one_process=True``).  The host re-runs this
+expansion with the arguments it is given (``hosted_specs``), so both layouts start the same
+nodes with the same names, namespaces, parameters and topics.
 """
 
 from __future__ import annotations
@@ -89,7 +96,13 @@ LAUNCH_ARGUMENTS = (
     ("use_sim_time", "true", "per-robot nodes follow /clock of the simulator (true/false)"),
     ("rate_hz", "0.0", "simulation steps per wall-clock second (0: real time)"),
     ("seed", "0", "PRNG seed of random scenarios"),
+    ("one_process", "auto", "host every robot's controller and safety filter in one process "
+     "(swarm_host): true/false; auto = true for backend:=sim (hardware: one process per node)"),
+    ("fleet_state", "auto", "fleet state input of the per-robot nodes: odometry (N odom "
+     "topics) or pose_array (/fleet/poses); auto = pose_array with one_process, else odometry"),
 )
+#: Values of the ``fleet_state`` argument (``nodes.fleet_state.FLEET_STATE_INPUTS``).
+FLEET_STATE_INPUTS = ("odometry", "pose_array")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -163,6 +176,12 @@ def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
     rate_hz = parse_rate("rate_hz", v["rate_hz"])
     use_sim_time = parse_bool("use_sim_time", v["use_sim_time"])
     parse_bool("rviz", v["rviz"])
+    one_process = (backend == "sim" if v["one_process"].strip().lower() == "auto"
+                   else parse_bool("one_process", v["one_process"]))
+    fleet_state = v["fleet_state"].strip()
+    if fleet_state not in ("auto", *FLEET_STATE_INPUTS):
+        raise _arg_error("fleet_state", v["fleet_state"],
+                         f"expected auto, {' or '.join(FLEET_STATE_INPUTS)}")
     fleet_file = v["fleet_file"].strip()
     scenario = v["scenario"].strip()
     if fleet_file:
@@ -183,7 +202,8 @@ def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
     try:
         return expand_swarm(robots=robots, scenario=scenario, fleet_file=fleet_file,
                             backend=backend, use_sim_time=use_sim_time, seed=seed,
-                            sim_overrides={"rate_hz": rate_hz})
+                            sim_overrides={"rate_hz": rate_hz}, one_process=one_process,
+                            fleet_state=None if fleet_state == "auto" else fleet_state)
     except (OSError, ValueError) as err:
         # E.g. a scenario that refuses a team this large (the message names the largest).
         name, text = ("fleet_file", fleet_file) if fleet_file else ("robots", str(robots))
@@ -193,6 +213,12 @@ def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
 def param_file(executable: str) -> str:
     """Path of an executable's parameter file (resolved through ``core.paths``)."""
     return str(content_path("controllers", PARAM_FILES[executable]))
+
+
+#: Parameters of ``swarm_host``: the arguments of ``expand_swarm`` it re-runs (JSON strings for
+#: the override dicts).
+HOST_PARAMETERS = ("robots", "scenario", "fleet_file", "seed", "use_sim_time", "fleet_state",
+                   "controller_overrides", "filter_overrides")
 
 
 def fleet_parameters(fleet: Fleet, robot_id: int) -> dict:
@@ -220,6 +246,8 @@ def expand_swarm(
     sim_overrides: dict | None = None,
     controller_overrides: dict | None = None,
     filter_overrides: dict | None = None,
+    one_process: bool = False,
+    fleet_state: str | None = None,
 ) -> list[NodeSpec]:
     """The nodes of a swarm: ``sim`` (for ``backend=sim``) + per robot controller and filter.
 
@@ -233,23 +261,37 @@ def expand_swarm(
         sim_overrides: extra ``sim_node`` parameters.
         controller_overrides: extra ``controller_node`` parameters.
         filter_overrides: extra ``safety_filter_node`` parameters.
+        one_process: instead of two processes per robot, one ``swarm_host`` node that hosts
+            them all (``backend=sim`` only).
+        fleet_state: the per-robot nodes' ``fleet_state`` input (``odometry`` or
+            ``pose_array``); ``None``: ``pose_array`` with ``one_process``, else ``odometry``.
 
     Returns:
-        The ``NodeSpec`` list, simulator first.
+        The ``NodeSpec`` list, simulator first: then per robot controller and filter, or
+        (``one_process``) the one ``swarm_host`` whose ``hosted_specs`` are those.
 
     Raises:
-        ValueError: unknown backend or invalid fleet/robot count.
+        ValueError: unknown backend or fleet state input, invalid fleet/robot count,
+            ``one_process`` with ``backend=hardware``.
         HardwareBackendError: ``backend=hardware`` (not wired yet).
         FileNotFoundError: missing fleet file.
 
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    if one_process and backend != "sim":
+        raise ValueError("one_process is for backend=sim: on hardware every robot runs its own "
+                         "processes")
     if backend == "hardware":
         raise HardwareBackendError(
             "backend:=hardware is not wired yet: the ground-robot drivers that publish "
             "/<ns>/odom and consume /<ns>/cmd_vel arrive in a later issue; use backend:=sim"
         )
+    if fleet_state is None:
+        fleet_state = "pose_array" if one_process else "odometry"
+    if fleet_state not in FLEET_STATE_INPUTS:
+        raise ValueError(f"unknown fleet state input {fleet_state!r}; known: "
+                         f"{', '.join(FLEET_STATE_INPUTS)}")
     fleet = make_fleet(robots, scenario, fleet_file, seed)
     sim_time = bool(use_sim_time) and backend == "sim"
     specs = [
@@ -267,8 +309,24 @@ def expand_swarm(
             },
         )
     ]
+    if one_process:
+        specs.append(NodeSpec(
+            executable="swarm_host", name="swarm_host", namespace="/",
+            parameters={
+                "robots": int(robots),
+                "scenario": str(scenario),
+                "fleet_file": str(fleet_file),
+                "seed": int(seed),
+                "use_sim_time": sim_time,
+                "fleet_state": fleet_state,
+                "controller_overrides": json.dumps(controller_overrides or {}),
+                "filter_overrides": json.dumps(filter_overrides or {}),
+            },
+        ))
+        return specs
     for robot in fleet.robots:
-        common = {**fleet_parameters(fleet, robot.id), "use_sim_time": sim_time}
+        common = {**fleet_parameters(fleet, robot.id), "use_sim_time": sim_time,
+                  "fleet_state": fleet_state}
         ns = f"/{robot.name}"
         specs.append(NodeSpec(
             executable="controller_node", name="controller", namespace=ns,
@@ -300,3 +358,33 @@ def ros_arguments(spec: NodeSpec) -> list[str]:
     for src, dst in spec.remappings:
         args += ["-r", f"{src}:={dst}"]
     return args
+
+
+def hosted_specs(host: Mapping) -> list[NodeSpec]:
+    """The per-robot nodes a ``swarm_host`` with parameters ``host`` hosts.
+
+    Args:
+        host: ``{name: value}`` of ``HOST_PARAMETERS`` (the host spec's parameters, or the
+            values its node read).
+
+    Returns:
+        ``expand_swarm``'s controller and filter specs (the simulator left out).
+
+    Raises:
+        ValueError: an override that is not a JSON object, or what ``expand_swarm`` raises.
+
+    """
+    overrides = {}
+    for name in ("controller_overrides", "filter_overrides"):
+        try:
+            value = json.loads(host.get(name) or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name} is not JSON: {err}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a JSON object, got {value!r}")
+        overrides[name] = value
+    specs = expand_swarm(robots=int(host["robots"]), scenario=str(host["scenario"]),
+                         fleet_file=str(host["fleet_file"]), backend="sim",
+                         use_sim_time=bool(host["use_sim_time"]), seed=int(host["seed"]),
+                         fleet_state=str(host["fleet_state"]), **overrides)
+    return specs[1:]

@@ -1,16 +1,19 @@
 """``safety_filter_node``: the CBF safety filter of one robot, as a lifecycle node.
 
-Runs in the robot's namespace.  Inputs: ``odom`` (own), ``/<ns>/odom`` of every other fleet
-robot, ``cmd_vel_nominal`` (Twist).  Outputs: ``cmd_vel`` (Twist, linear.x = v,
-angular.z = omega) on every own odometry message, and ``diagnostics``
+Runs in the robot's namespace.  Inputs: the fleet state (``fleet_state:=odometry``: ``odom``
+(own) and ``/<ns>/odom`` of every other fleet robot; ``fleet_state:=pose_array``: every pose in
+one ``/fleet/poses`` PoseArray, see ``fleet_state``), ``cmd_vel_nominal`` (Twist).  Outputs:
+``cmd_vel`` (Twist, linear.x = v, angular.z = omega) on every own state update, and
+``diagnostics``
 (``diagnostic_msgs/DiagnosticArray``: filter status, slack, fallback reason) at
 ``watchdog_rate_hz``.  The filter is ``marl_robots.controllers.safety_filter.filter_robots``,
 the very code the simulation runs, called with NumPy for this one robot (see ``onboard``).
 
 Fails closed - publishes zero velocity and says why - on: stale state (own or any fleet
-robot's odometry, or the nominal command, older than ``state_timeout_s``; checked by a watchdog
-on a steady clock so it also fires when ``/clock`` stops), garbage odometry (non-finite,
-non-unit quaternion, absurd position), non-finite commands and solver infeasibility.
+robot's pose, or the nominal command, older than ``state_timeout_s``; checked by a watchdog
+on a steady clock so it also fires when ``/clock`` stops), garbage poses (non-finite,
+non-unit quaternion, absurd position, a PoseArray of the wrong length), non-finite commands
+and solver infeasibility; the same checks for either fleet state input.
 
 Lifecycle: configure validates parameters (failure names the parameter) and creates the
 interfaces; activate starts commanding; deactivate publishes one zero command and stops.  With
@@ -21,12 +24,10 @@ configuration fails.
 from __future__ import annotations
 
 import sys
-from functools import partial
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
-from nav_msgs.msg import Odometry
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 
@@ -35,20 +36,27 @@ from marl_robots.nodes import conversions as conv
 from marl_robots.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_QOS,
-    STATE_QOS,
     declare_parameters,
     monotonic,
     run,
     steady_clock,
 )
+from marl_robots.nodes.fleet_state import (
+    FLEET_STATE_PARAMS,
+    FleetStateHub,
+    FleetStateInput,
+    fleet_state_input,
+)
 from marl_robots.nodes.onboard import (
     SAFETY_FILTER_PARAMS,
     ParameterError,
     filter_command,
-    odometry_problem,
     pipeline_setup,
     resolve_node_fleet,
 )
+
+#: Parameters of this node: the filter's table and the fleet state input.
+PARAMS = SAFETY_FILTER_PARAMS + FLEET_STATE_PARAMS
 
 #: Fallback reasons (prefixes of the diagnostic message; tests match on them).
 STALE_STATE = "stale state"
@@ -66,17 +74,27 @@ _LEVELS = {
 
 
 class SafetyFilterNode(LifecycleNode):
-    """Per-robot safety filter; ``failed`` holds (parameter, reason) if configuration failed."""
+    """Per-robot safety filter; ``failed`` holds (parameter, reason) if configuration failed.
 
-    def __init__(self) -> None:
-        super().__init__("safety_filter")
+    Args:
+        fleet_hub: a ``FleetStateHub`` shared by the nodes of this process (``swarm_host``);
+            used with ``fleet_state:=pose_array``.
+        **node_kwargs: ``rclpy`` node keyword arguments (e.g. ``cli_args`` with the node's
+            ``--ros-args`` when several nodes share a process).
+
+    """
+
+    def __init__(self, fleet_hub: FleetStateHub | None = None, **node_kwargs) -> None:
+        super().__init__("safety_filter", **node_kwargs)
         self.failed = None
         self.params = None
+        self.fleet_hub = fleet_hub
+        self.input = None
         self._subs, self._timer = [], None
         self.cmd_pub = self.diag_pub = None
         self.active = False
         try:
-            self.params = declare_parameters(self, SAFETY_FILTER_PARAMS)
+            self.params = declare_parameters(self, PARAMS)
         except ParameterError as err:
             self.failed = (err.name, str(err).split(": ", 1)[-1])
             self.get_logger().fatal(str(err))
@@ -91,6 +109,7 @@ class SafetyFilterNode(LifecycleNode):
         try:
             self.fleet, self.index = resolve_node_fleet(p)
             self.setup = pipeline_setup(p, self.fleet)
+            mode = fleet_state_input(p)
         except ParameterError as err:
             self.get_logger().fatal(f"failed to configure: {err}")
             self.failed = (err.name, str(err).split(": ", 1)[-1])
@@ -99,9 +118,6 @@ class SafetyFilterNode(LifecycleNode):
         self.max_position_m = float(p["max_position_m"])
         n = len(self.fleet.robots)
         self.robot_name = self.fleet.robots[self.index].name
-        self.poses = np.full((n, 3), np.nan)
-        self.arrival = np.full(n, -np.inf)
-        self.stamp = conv.time_msg(0.0)
         self.nominal = np.zeros(2)
         self.nominal_arrival = -np.inf
         self.last = {"status": "inactive", "level": conv.LEVEL_WARN, "slack": 0.0,
@@ -110,17 +126,17 @@ class SafetyFilterNode(LifecycleNode):
         self.cmd_pub = self.create_lifecycle_publisher(Twist, "cmd_vel", COMMAND_QOS)
         self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics",
                                                         DIAGNOSTICS_QOS)
-        for j, name in enumerate(self.fleet.names):
-            topic = "odom" if j == self.index else f"/{name}/odom"
-            self._subs.append(self.create_subscription(Odometry, topic,
-                                                       partial(self._on_odom, j), STATE_QOS))
+        self.input = FleetStateInput(self, self.fleet.names, self.index, mode,
+                                     self._on_own_state, self.fleet_hub)
+        self.state = self.input.state
         self._subs.append(self.create_subscription(Twist, "cmd_vel_nominal", self._on_nominal,
                                                    COMMAND_QOS))
         self._timer = self.create_timer(1.0 / float(p["watchdog_rate_hz"]), self._watchdog,
                                         clock=steady_clock())
         self.get_logger().info(
             f"configured for {self.robot_name} (id {self.fleet.ids[self.index]}) with "
-            f"{n - 1} fleet neighbours; state timeout {self.timeout_s} s"
+            f"{n - 1} fleet neighbours, state from {self.input.description}; state timeout "
+            f"{self.timeout_s} s"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -154,6 +170,9 @@ class SafetyFilterNode(LifecycleNode):
 
     def _teardown(self) -> None:
         self.active = False
+        if self.input is not None:
+            self.input.destroy()
+            self.input = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -171,33 +190,29 @@ class SafetyFilterNode(LifecycleNode):
         self.nominal = conv.command_from_twist(msg)
         self.nominal_arrival = monotonic()
 
-    def _on_odom(self, j: int, msg: Odometry) -> None:
-        self.poses[j] = conv.pose_from_odom(msg)
-        self.arrival[j] = monotonic()
-        if j == self.index:
-            self.stamp = msg.header.stamp
-            if self.active:
-                self._step()
+    def _on_own_state(self) -> None:
+        if self.active:
+            self._step()
 
     def _input_problem(self, now: float) -> tuple[str, int] | None:
         """Fallback reason and diagnostic level if the inputs cannot be trusted, else None."""
-        age = now - self.arrival
-        if not np.isfinite(self.arrival[self.index]):
+        arrival = self.state.arrival
+        age = now - arrival
+        if not np.isfinite(arrival[self.index]):
             return f"{WAITING}: no odometry from {self.robot_name} yet", conv.LEVEL_STALE
         if age[self.index] > self.timeout_s:
             return (f"{STALE_STATE}: own odometry {age[self.index]:.2f} s old "
                     f"(timeout {self.timeout_s} s)", conv.LEVEL_STALE)
         for j in np.flatnonzero(age > self.timeout_s):
             name = self.fleet.robots[j].name
-            if not np.isfinite(self.arrival[j]):
+            if not np.isfinite(arrival[j]):
                 return f"{WAITING}: no odometry from {name} yet", conv.LEVEL_STALE
             return (f"{STALE_STATE}: odometry of {name} {age[j]:.2f} s old "
                     f"(timeout {self.timeout_s} s)", conv.LEVEL_STALE)
-        for j, pose in enumerate(self.poses):
-            problem = odometry_problem(pose, self.max_position_m)
-            if problem:
-                return (f"{INVALID_ODOM} from {self.fleet.robots[j].name}: {problem}",
-                        conv.LEVEL_ERROR)
+        problem = self.state.first_problem(self.max_position_m)
+        if problem is not None:
+            return (f"{INVALID_ODOM} from {self.fleet.robots[problem[0]].name}: {problem[1]}",
+                    conv.LEVEL_ERROR)
         if now - self.nominal_arrival > self.timeout_s:
             return f"{STALE_NOMINAL}: none within {self.timeout_s} s", conv.LEVEL_STALE
         if not np.all(np.isfinite(self.nominal)):
@@ -210,7 +225,7 @@ class SafetyFilterNode(LifecycleNode):
         if problem is not None:
             self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
             return
-        result = filter_command(self.poses, self.index, self.nominal, self.setup)
+        result = filter_command(self.state.poses, self.index, self.nominal, self.setup)
         command = result.command
         if not np.all(np.isfinite(command)):  # never publish a NaN, whatever happened
             command = np.zeros(2)
@@ -222,7 +237,7 @@ class SafetyFilterNode(LifecycleNode):
         if not self.active:
             return
         now = monotonic()
-        if now - self.arrival[self.index] > self.timeout_s:
+        if now - self.state.arrival[self.index] > self.timeout_s:
             problem = self._input_problem(now)
             self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
         self._publish_diagnostics()
@@ -260,7 +275,7 @@ class SafetyFilterNode(LifecycleNode):
             "cmd_omega": float(last["command"][1]),
             "nominal_v": float(last["nominal"][0]),
             "nominal_omega": float(last["nominal"][1]),
-            "input_stamp": conv.time_to_sec(self.stamp),
+            "input_stamp": conv.time_to_sec(self.state.stamp),
             **self.counts,
         }
         self.diag_pub.publish(conv.diagnostic_array(
@@ -268,14 +283,17 @@ class SafetyFilterNode(LifecycleNode):
             self.robot_name, last["level"], last["status"], values))
 
 
-def make_node() -> SafetyFilterNode:
+def make_node(fleet_hub: FleetStateHub | None = None, **node_kwargs) -> SafetyFilterNode:
     """Build the node and, with ``autostart``, configure and activate it.
+
+    Args:
+        fleet_hub, node_kwargs: see ``SafetyFilterNode``.
 
     Returns:
         The node; its ``failed`` attribute is set when configuration failed under autostart.
 
     """
-    node = SafetyFilterNode()
+    node = SafetyFilterNode(fleet_hub, **node_kwargs)
     if node.failed or not node.params["autostart"]:
         return node
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -287,7 +305,7 @@ def make_node() -> SafetyFilterNode:
 
 def main(args=None) -> int:
     """Entry point of ``safety_filter_node``: 0 on SIGINT, 1 if configuration fails."""
-    return run(make_node, args, SAFETY_FILTER_PARAMS, __doc__)
+    return run(make_node, args, PARAMS, __doc__)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Steps the pure navigation task (``NavigationTask.step``, jitted, one environment
 * applies each robot's newest ``/<ns>/cmd_vel`` (Twist, linear.x = v, angular.z = omega); a
   command older than ``cmd_timeout_s`` or non-finite counts as zero;
 * publishes each robot's ``/<ns>/odom`` (``nav_msgs/Odometry``, frame ``world`` or the fleet
-  file's ``frame_id``, child ``<ns>/base_link``, REP-103/105);
+  file's ``frame_id``, child ``<ns>/base_link``, REP-103/105), and every robot's pose in one
+  ``geometry_msgs/PoseArray`` on ``/fleet/poses`` (fleet order, stamp = simulated time; the
+  ``fleet_state:=pose_array`` input of the per-robot nodes, see ``fleet_state``);
 * counts collisions (robot pairs entering body contact) and reports them on ``collisions``
   (``std_msgs/UInt32``, total events), in ``diagnostics`` and in the log.
 
@@ -25,7 +27,7 @@ from functools import partial
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped, Twist
+from geometry_msgs.msg import PoseArray, PoseStamped, Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -45,6 +47,7 @@ from marl_robots.nodes.common import (
     steady_clock,
 )
 from marl_robots.nodes.fleet import Fleet, make_fleet
+from marl_robots.nodes.fleet_state import FLEET_POSES_TOPIC
 from marl_robots.nodes.onboard import SIM_PARAMS, ParameterError
 
 #: Safety distance drawn around each robot in RViz [m] (the filters' default).
@@ -142,6 +145,7 @@ class SimNode(Node):
             self.odom_pubs.append(self.create_publisher(Odometry, f"/{name}/odom", STATE_QOS))
         self.goal_pubs = [self.create_publisher(PoseStamped, f"/{name}/goal", LATCHED_QOS)
                           for name in fleet.names]
+        self.fleet_pub = self.create_publisher(PoseArray, FLEET_POSES_TOPIC, STATE_QOS)
         self.clock_pub = (self.create_publisher(Clock, "/clock", DISPLAY_QOS)
                           if p["publish_clock"] else None)
         self.marker_pub = self.create_publisher(MarkerArray, "markers", DISPLAY_QOS)
@@ -216,6 +220,8 @@ class SimNode(Node):
         pos = np.asarray(self.state.pos, dtype=float)
         yaw = np.asarray(self.state.yaw, dtype=float)
         applied = getattr(self, "applied", np.zeros((len(pos), 2)))
+        self.fleet_pub.publish(conv.pose_array_msg(np.concatenate([pos, yaw[:, None]], axis=1),
+                                                   stamp, self.frame_id))
         for j, (pub, name) in enumerate(zip(self.odom_pubs, self.fleet.names, strict=True)):
             pub.publish(conv.odom_msg((pos[j, 0], pos[j, 1], yaw[j]), applied[j], stamp,
                                       self.frame_id, f"{name}/base_link"))

@@ -130,6 +130,8 @@ BAD_LAUNCH_ARGUMENTS = [
     ({"rate_hz": "nan"}, "rate_hz:='nan'", "finite number >= 0"),
     ({"rate_hz": "-1"}, "rate_hz:='-1'", "finite number >= 0"),
     ({"rate_hz": "fast"}, "rate_hz:='fast'", "expected a number"),
+    ({"one_process": "maybe"}, "one_process:='maybe'", "expected true or false"),
+    ({"fleet_state": "mocap"}, "fleet_state:='mocap'", "expected auto, odometry or pose_array"),
 ]
 
 
@@ -163,8 +165,60 @@ def test_good_launch_arguments_give_the_same_nodes_as_expand_swarm():
     specs = expansion.launch_specs({"robots": "3", "rate_hz": "60", "use_sim_time": "False",
                                     "seed": "7", "rviz": "true"})
     direct = expand_swarm(robots=3, use_sim_time=False, seed=7,
-                          sim_overrides={"rate_hz": 60.0})
+                          sim_overrides={"rate_hz": 60.0}, one_process=True)
     assert specs == direct
     declared = [name for name, _, _ in expansion.LAUNCH_ARGUMENTS]
-    assert expansion.launch_specs({}) == expand_swarm(sim_overrides={"rate_hz": 0.0})
+    assert expansion.launch_specs({}) == expand_swarm(sim_overrides={"rate_hz": 0.0},
+                                                      one_process=True)
     assert {"robots", "scenario", "fleet_file", "backend", "rviz"} <= set(declared)
+
+
+# Layouts: one process per node, or one swarm_host for the whole simulated swarm -------------
+
+
+def test_sim_launch_defaults_to_one_host_process_reading_the_fleet_pose_array():
+    specs = expansion.launch_specs({"robots": "5"})
+    assert [s.executable for s in specs] == ["sim_node", "swarm_host"]
+    host = specs[1]
+    assert (host.name, host.namespace) == ("swarm_host", "/")
+    assert host.parameters["fleet_state"] == "pose_array"
+    assert set(host.parameters) == set(expansion.HOST_PARAMETERS)
+
+
+def test_the_host_hosts_exactly_the_nodes_of_the_multi_process_layout():
+    """One description of the fleet: the host re-runs the expansion with its parameters."""
+    for kwargs in ({"robots": 4}, {"robots": 3, "scenario": "crossing", "seed": 3,
+                                   "filter_overrides": {"gamma": 2.5},
+                                   "controller_overrides": {"bias": 0.25}},
+                   {"fleet_file": "antipodal_8.yaml", "use_sim_time": False}):
+        host = expand_swarm(one_process=True, **kwargs)[1]
+        hosted = expansion.hosted_specs(host.parameters)
+        separate = expand_swarm(one_process=False, fleet_state="pose_array", **kwargs)[1:]
+        assert hosted == separate
+        assert len(hosted) == 2 * len({s.namespace for s in hosted})
+        assert all(s.parameters["fleet_state"] == "pose_array" for s in hosted)
+
+
+def test_layout_and_fleet_state_arguments_choose_the_graph():
+    separate = expansion.launch_specs({"robots": "3", "one_process": "false"})
+    assert [s.executable for s in separate] == ["sim_node"] + ["controller_node",
+                                                               "safety_filter_node"] * 3
+    assert all(s.parameters["fleet_state"] == "odometry" for s in separate[1:])
+    poses = expansion.launch_specs({"robots": "3", "one_process": "False",
+                                    "fleet_state": "pose_array"})
+    assert all(s.parameters["fleet_state"] == "pose_array" for s in poses[1:])
+    host = expansion.launch_specs({"robots": "3", "fleet_state": "odometry"})[1]
+    assert host.parameters["fleet_state"] == "odometry"
+
+
+def test_one_process_is_refused_on_hardware():
+    with pytest.raises(ValueError, match="one_process is for backend=sim"):
+        expand_swarm(robots=2, backend="hardware", one_process=True)
+
+
+def test_host_overrides_must_be_json_objects():
+    host = dict(expand_swarm(robots=2, one_process=True)[1].parameters)
+    with pytest.raises(ValueError, match="filter_overrides must be a JSON object"):
+        expansion.hosted_specs(host | {"filter_overrides": "[1, 2]"})
+    with pytest.raises(ValueError, match="controller_overrides is not JSON"):
+        expansion.hosted_specs(host | {"controller_overrides": "{gamma"})

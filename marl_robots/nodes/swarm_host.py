@@ -1,0 +1,97 @@
+"""``swarm_host``: every simulated robot's controller and safety filter in one process.
+
+Software in the loop on a laptop: instead of two Python processes per robot (each with its own
+interpreter, DDS participant and share of a few cores), one process hosts the per-robot nodes
+as node instances of the same classes (``ControllerNode``, ``SafetyFilterNode``) with the same
+names, namespaces, parameters and topics, spun by one executor.  Which nodes is decided by the
+launch expansion: the host re-runs ``expansion.hosted_specs`` with its parameters (the
+arguments ``expand_swarm`` got), and hands each node its ``--ros-args`` exactly as the
+multi-process layout puts them on a command line (``expansion.ros_arguments``), so that rcl
+parses the parameter files, overrides and remappings of each node separately
+(``use_global_arguments=False``: the host's own arguments do not leak into its nodes).
+
+With ``fleet_state:=pose_array`` (the default here) the process subscribes ``/fleet/poses``
+once (``fleet_state.FleetStateHub``) and every hosted node runs its callback on that one
+message: same checks, same commands, one deserialisation per step instead of 2N.
+
+Hardware fleets do not use this: each robot's nodes run on its own computer.  Shutdown is
+``common.run``'s: SIGINT/SIGTERM stops the executor between callbacks, every node sends its
+final zero command, then the nodes are destroyed (bounded).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rclpy.node import Node
+
+from marl_robots.nodes import safety_filter_node
+from marl_robots.nodes.common import declare_parameters, run
+from marl_robots.nodes.controller_node import ControllerNode
+from marl_robots.nodes.expansion import hosted_specs, ros_arguments
+from marl_robots.nodes.fleet_state import FleetStateHub, fleet_state_input
+from marl_robots.nodes.onboard import ParameterError, ParamSpec, check_params_files
+
+#: Parameters of ``swarm_host`` (``expansion.HOST_PARAMETERS``; ``use_sim_time`` is rclpy's and
+#: is handed to the hosted nodes).
+HOST_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("robots", "int", 8, "robot count (ignored when fleet_file is set)"),
+    ParamSpec("scenario", "string", "antipodal", "navigation scenario (without fleet_file)"),
+    ParamSpec("fleet_file", "string", "", "fleet file (path or name under hardware/)"),
+    ParamSpec("seed", "int", 0, "PRNG seed of random scenarios"),
+    ParamSpec("fleet_state", "string", "pose_array",
+              "fleet state input of the hosted nodes: pose_array (/fleet/poses, taken once "
+              "for all of them) or odometry (N odom subscriptions per node)"),
+    ParamSpec("controller_overrides", "string", "{}",
+              "JSON object of extra controller_node parameters"),
+    ParamSpec("filter_overrides", "string", "{}",
+              "JSON object of extra safety_filter_node parameters"),
+)
+
+#: Node factory of each hosted executable: (fleet hub, rclpy node kwargs) -> node.
+FACTORIES = {
+    "controller_node": ControllerNode,
+    "safety_filter_node": safety_filter_node.make_node,
+}
+
+
+def make_nodes() -> list:
+    """The host node, then every hosted node (controllers and filters, fleet order).
+
+    Raises:
+        ParameterError: an invalid host parameter, or a hosted node's parameter file.
+
+    """
+    host = Node("swarm_host")
+    p = declare_parameters(host, HOST_PARAMS)
+    p["use_sim_time"] = bool(host.get_parameter("use_sim_time").value)
+    mode = fleet_state_input(p)
+    try:
+        specs = hosted_specs(p)
+    except (OSError, ValueError) as err:
+        name = next((k for k in ("fleet_file", "scenario", "controller_overrides",
+                                 "filter_overrides") if k in str(err)), "robots")
+        raise ParameterError(name, str(err)) from err
+    robots = len(specs) // 2
+    hub = FleetStateHub(host, robots) if mode == "pose_array" else None
+    nodes = [host]
+    checked = set()
+    for spec in specs:
+        cli_args = ros_arguments(spec)
+        files = [f for f in spec.param_files if f not in checked]
+        check_params_files(["--ros-args", *(a for f in files for a in ("--params-file", f))])
+        checked.update(files)
+        nodes.append(FACTORIES[spec.executable](hub, cli_args=cli_args,
+                                                use_global_arguments=False))
+    host.get_logger().info(f"hosting {len(nodes) - 1} nodes of {robots} robots in one process "
+                           f"(fleet state: {mode})")
+    return nodes
+
+
+def main(args=None) -> int:
+    """Entry point of ``swarm_host``: 0 on SIGINT, 1 when a node's parameters are invalid."""
+    return run(make_nodes, args, HOST_PARAMS, __doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
