@@ -304,6 +304,20 @@ def test_vectorised_downwash_equals_per_pair_loop(params, n):
         assert np.all(ref[:, :2] == 0) and np.all(ref[:, 2] <= 0)
 
 
+def test_downwash_peak_capped_at_the_upper_drones_weight(params):
+    """Straight below: the cited model above 0.53 m, at most m g closer (momentum bound)."""
+    weight = float(params.mass_kg * params.gravity_mps2)
+    alpha, r_p = 2267.18, 2.31348e-2
+    for dz, expected in [(1.0, alpha * (r_p / 4.0) ** 2), (0.6, alpha * (r_p / 2.4) ** 2)]:
+        f = quad.downwash_forces(np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0 + dz]]), params)
+        assert -f[0, 2] == pytest.approx(expected, rel=1e-9) and expected < weight
+    for dz in (0.05, 0.1, 0.3, 0.5):
+        pos = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0 + dz]])
+        f = quad.downwash_forces(pos, params)
+        assert -f[0, 2] == pytest.approx(weight, rel=1e-9)
+        assert downwash_forces_loop(pos, params)[0, 2] == pytest.approx(f[0, 2], rel=1e-12)
+
+
 def test_downwash_acts_only_below(params):
     pos = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.5], [3.0, 0.0, 1.0]])
     f = quad.downwash_forces(pos, params)

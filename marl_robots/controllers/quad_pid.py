@@ -36,25 +36,13 @@ def init(n: int, dtype=np.float64, xp=np) -> PidState:
     return PidState(xp.zeros((n, 3), dtype), xp.zeros((n, 3), dtype))
 
 
-def control(
-    ctrl: PidState,
-    state: QuadState,
-    setpoint: Setpoint,
-    params: QuadParams,
-    gains: PidGains,
-    dt: float,
-    xp=np,
+def velocity_loop(
+    ctrl: PidState, state: QuadState, setpoint: Setpoint, gains: PidGains, dt, xp=np
 ):
-    """One control period: rotor thrusts [N] ``[n, 4]`` and the updated integrators.
+    """Position P and velocity PI of the cascade.
 
-    Args:
-        ctrl: integrator state.
-        state: drones' state.
-        setpoint: desired position, velocity, acceleration (world) and yaw.
-        params: model parameters.
-        gains: gains and limits.
-        dt: control period [s].
-        xp: ``numpy`` or ``jax.numpy``.
+    Returns the commanded acceleration ``a_sp [n, 3]`` [m/s^2] (world, gravity excluded) and
+    the updated velocity integrator ``[n, 3]``.
     """
     dtype = state.pos.dtype
 
@@ -67,6 +55,21 @@ def control(
     e_v = v_sp - state.vel
     vel_int = xp.clip(ctrl.vel_int + e_v * dt, -g(gains.vel_i_limit), g(gains.vel_i_limit))
     a_sp = setpoint.acc + g(gains.vel_p) * e_v + g(gains.vel_i) * vel_int
+    return a_sp, vel_int
+
+
+def track_acceleration(
+    ctrl: PidState, state: QuadState, a_sp, yaw, params: QuadParams, gains: PidGains, dt, xp=np
+):
+    """Thrust + attitude P + rate PI + mixer for a commanded acceleration ``a_sp [n, 3]``.
+
+    Returns the rotor thrusts [N] ``[n, 4]`` and the updated rate integrator ``[n, 3]``.
+    """
+    dtype = state.pos.dtype
+
+    def g(v):
+        return xp.asarray(v, dtype=dtype)
+
     force = params.mass_kg * (a_sp + g([0.0, 0.0, 1.0]) * params.gravity_mps2)
     # Tilt cap: the horizontal force may be at most tan(tilt_max) times the vertical one.
     fz = xp.maximum(force[:, 2], 0.1 * params.mass_kg * params.gravity_mps2)
@@ -77,7 +80,7 @@ def control(
 
     rot = math3d.quat_to_matrix(state.quat, xp)
     collective = xp.sum(force * rot[..., 2], axis=-1)
-    rot_d = desired_rotation(force, setpoint.yaw, xp)
+    rot_d = desired_rotation(force, yaw, xp)
     e_r = 0.5 * vee(xp.swapaxes(rot_d, -1, -2) @ rot - xp.swapaxes(rot, -1, -2) @ rot_d, xp)
     rate_max = g(gains.rate_max_radps)
     w_sp = xp.clip(-g(gains.att_p) * e_r, -rate_max, rate_max)
@@ -88,4 +91,31 @@ def control(
     torque = inertia * (g(gains.rate_p) * e_w + g(gains.rate_i) * rate_int) + xp.cross(
         w, inertia * w
     )
-    return quadrotor.mix(collective, torque, params, xp), PidState(vel_int, rate_int)
+    return quadrotor.mix(collective, torque, params, xp), rate_int
+
+
+def control(
+    ctrl: PidState,
+    state: QuadState,
+    setpoint: Setpoint,
+    params: QuadParams,
+    gains: PidGains,
+    dt: float,
+    xp=np,
+):
+    """One control period: rotor thrusts [N] ``[n, 4]`` and the updated integrators.
+
+    ``velocity_loop`` then ``track_acceleration`` (a safety filter may sit between the two).
+
+    Args:
+        ctrl: integrator state.
+        state: drones' state.
+        setpoint: desired position, velocity, acceleration (world) and yaw.
+        params: model parameters.
+        gains: gains and limits.
+        dt: control period [s].
+        xp: ``numpy`` or ``jax.numpy``.
+    """
+    a_sp, vel_int = velocity_loop(ctrl, state, setpoint, gains, dt, xp)
+    thrust, rate_int = track_acceleration(ctrl, state, a_sp, setpoint.yaw, params, gains, dt, xp)
+    return thrust, PidState(vel_int, rate_int)

@@ -41,6 +41,7 @@ def downwash_forces_loop(pos, params: cf.QuadParams) -> np.ndarray:
     """
     alpha, b1, b0 = (float(c) for c in params.downwash_coeffs)
     r_p = float(params.prop_radius_m)
+    weight = float(params.mass_kg * params.gravity_mps2)  # the peak's cap (momentum bound)
     out = np.zeros((len(pos), 3))
     for i in range(len(pos)):
         for j in range(len(pos)):
@@ -50,9 +51,8 @@ def downwash_forces_loop(pos, params: cf.QuadParams) -> np.ndarray:
             dz = max(dz, r_p)
             d2 = (pos[j][0] - pos[i][0]) ** 2 + (pos[j][1] - pos[i][1]) ** 2
             beta = b1 * dz + b0
-            out[i, 2] -= (
-                alpha * (r_p / (4.0 * dz)) ** 2 * math.exp(-0.5 * d2 / max(beta * beta, 1e-12))
-            )
+            peak = min(alpha * (r_p / (4.0 * dz)) ** 2, weight)
+            out[i, 2] -= peak * math.exp(-0.5 * d2 / max(beta * beta, 1e-12))
     return out
 
 

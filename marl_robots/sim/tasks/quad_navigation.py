@@ -4,27 +4,41 @@ Same ``State`` as ``sim.env.NavigationEnv`` (task state, per-robot ``obs``, name
 ``cost`` terms, ``done``, ``metrics``, ``sensing``), and the same observation builder (it is
 ``NavigationEnv.observe``, reused, with d = 3 and no obstacles).
 
-Action: each drone's velocity setpoint [n, 3] [m/s, world frame], tracked by the cascaded PID
-flight controller's velocity loop (``controllers.quad_pid``; its integrators are part of the
-task state) at the physics rate: one env step of ``dt_s`` is ``substeps`` steps of
-``sim.robots.quadrotor`` with aerodynamics (drag, ground effect, downwash) on by default.
+Action: each drone's velocity setpoint [n, 3] [m/s, world frame], tracked at the physics rate
+by a flight controller (``pid``: the cascaded PID, ``controllers.quad_pid``, its integrators part
+of the task state; or ``geometric``: Lee et al.'s SE(3) controller): one env step of ``dt_s`` is
+``substeps`` steps of ``sim.robots.quadrotor`` with aerodynamics (drag, ground effect,
+downwash) on by default.
+
+Safety (``QuadEnvConfig.filter``, default off): at every physics step the controller's outer
+loop turns the setpoint into a commanded acceleration, the 3D CBF filter
+(``controllers.safety_filter_3d``) replaces it by the closest safe one, and the inner loop
+(attitude, rates, mixer) tracks that.  ``flight_command`` is that chain, shared with the
+MuJoCo/PyBullet runner (``sim.quad_run``) so every backend flies the same controller and filter.
 
 Scenarios: ``antipodal`` (drones on a sphere fly to the opposite point) and ``random`` (starts
-and goals in jittered cells of a 3D grid).  No safety filter here: a 3D filter at acceleration
-level is later work (issue 8); without one, the antipodal swap collides (tested).
+and goals in jittered cells of a 3D grid).  Without the filter, the antipodal swap collides
+(tested); with it, no pair enters the safety ellipsoid (``tests/test_quad_safety.py``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from marl_robots.controllers import quad_pid
+from marl_robots.controllers import quad_geometric, quad_pid
 from marl_robots.controllers.quad_setpoints import Setpoint, load_gains
+from marl_robots.controllers.safety_filter import FilterStatus
+from marl_robots.controllers.safety_filter_3d import (
+    Filter3DConfig,
+    SafetyEllipsoid,
+    filter_acceleration,
+    neighbours_3d,
+)
 from marl_robots.core.graph import neighbour_graph
 from marl_robots.sim.env import (
     COST_TERMS,
@@ -39,6 +53,7 @@ from marl_robots.sim.robots import quadrotor
 from marl_robots.sim.robots.quadrotor import AERO_ON, Aero, QuadState
 
 QUAD_SCENARIOS = ("antipodal", "random")
+QUAD_CONTROLLERS = ("geometric", "pid")
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class QuadNavigationConfig:
         sphere_radius_m: radius of the antipodal sphere [m], centred at half the ceiling.
         goal_tolerance_m: a drone within this of its goal is at its goal [m].
         aero: aerodynamic effects simulated.
+        controller: flight controller tracking the setpoints, ``pid`` or ``geometric``.
     """
 
     robots: int = 8
@@ -64,11 +80,15 @@ class QuadNavigationConfig:
     sphere_radius_m: float = 1.0
     goal_tolerance_m: float = 0.1
     aero: Aero = AERO_ON
+    controller: str = "pid"
 
     def __post_init__(self) -> None:
         if self.scenario not in QUAD_SCENARIOS:
             known = ", ".join(QUAD_SCENARIOS)
             raise KeyError(f"unknown scenario {self.scenario!r}; known scenarios: {known}")
+        if self.controller not in QUAD_CONTROLLERS:
+            known = ", ".join(QUAD_CONTROLLERS)
+            raise KeyError(f"unknown controller {self.controller!r}; known controllers: {known}")
         if self.robots < 1 or self.substeps < 1 or self.dt_s <= 0:
             raise ValueError("robots >= 1, substeps >= 1 and dt_s > 0 required")
 
@@ -81,7 +101,12 @@ class QuadNavigationConfig:
 
 @dataclass(frozen=True)
 class QuadEnvConfig:
-    """Env configuration: the task, sensing budget and reward scales (as ``EnvConfig``)."""
+    """Env configuration: the task, sensing, rewards (as ``EnvConfig``), safety, filter.
+
+    ``safety`` is the ellipsoid the metrics measure; ``filter`` the 3D filter (``None``:
+    unfiltered), whose ``bounds_m`` are replaced by the task's arena and whose ellipsoid by
+    ``safety``.
+    """
 
     task: QuadNavigationConfig = QuadNavigationConfig()
     neighbours: int = 6
@@ -91,6 +116,8 @@ class QuadEnvConfig:
     goal_bonus: float = 5.0
     time_penalty: float = 0.01
     cost_weights: tuple[tuple[str, float], ...] = field(default=(("collision", 5.0),))
+    safety: SafetyEllipsoid = SafetyEllipsoid()
+    filter: Filter3DConfig | None = None
 
 
 class QuadNavState(NamedTuple):
@@ -153,13 +180,19 @@ def layout(key: jax.Array, config: QuadNavigationConfig) -> tuple[jax.Array, jax
 
 
 class QuadNavigationEnv(NavigationEnv):
-    """``quad_navigation`` on the env contract (unfiltered)."""
+    """``quad_navigation`` on the env contract (optional 3D filter: ``QuadEnvConfig``)."""
 
     def __init__(self, config: QuadEnvConfig = QuadEnvConfig()) -> None:
         self.config = config
         self.d = 3
         self.obs_layout = ObsLayout(self.d, config.neighbours, config.obstacle_slots)
-        self._gains = load_gains("pid")
+        self._gains = load_gains(config.task.controller)
+        self._pid_gains = load_gains("pid")  # the progress reward's speed scale
+        self.filter_config = (
+            None
+            if config.filter is None
+            else replace(config.filter, bounds_m=config.task.arena_bounds, ellipsoid=config.safety)
+        )
 
     @property
     def n(self) -> int:
@@ -184,13 +217,21 @@ class QuadNavigationEnv(NavigationEnv):
             jnp.eye(n, dtype=bool), jnp.inf, 0.0
         )
         close = dist < collision_distance_m(params.robot)
+        sep = self.config.safety.separation(pos[:, None] - pos[None], jnp) + jnp.where(
+            jnp.eye(n, dtype=bool), jnp.inf, 0.0
+        )
+        inside = sep < self.config.safety.horizontal_m
         at_goal = (
             jnp.linalg.norm(task_state.goal - pos, axis=-1) < self.config.task.goal_tolerance_m
         )
         metrics = {
             "success": jnp.mean(at_goal.astype(jnp.float32)),
-            "min_separation_m": jnp.min(dist).astype(jnp.float32),
+            "min_separation_m": jnp.min(sep).astype(jnp.float32),
+            "min_distance_m": jnp.min(dist).astype(jnp.float32),
             "colliding_pairs": (jnp.sum(close) // 2).astype(jnp.float32),
+            "ellipsoid_violations": (jnp.sum(inside) // 2).astype(jnp.float32),
+            "filter_interventions": jnp.float32(0.0),
+            "qp_infeasible": jnp.float32(0.0),
             "obstacle_clearance_m": jnp.float32(jnp.inf),
             "min_altitude_m": jnp.min(pos[:, 2]).astype(jnp.float32),
         }
@@ -225,27 +266,34 @@ class QuadNavigationEnv(NavigationEnv):
         c, tc = self.config, self.config.task
         h = tc.dt_s / tc.substeps
         ts = state.task
-        zeros = jnp.zeros_like(action)
 
         def physics(_, carry):
-            quad, ctrl = carry
-            setpoint = Setpoint(pos=quad.pos, vel=action, acc=zeros, yaw=zeros[:, 0])
-            thrust, ctrl = quad_pid.control(
-                ctrl, quad, setpoint, params.robot, self._gains, h, jnp
+            quad, ctrl, changed, infeasible = carry
+            thrust, ctrl, info = flight_command(
+                quad, ctrl, action, params.robot, tc.controller, self._gains, self.filter_config, h
             )
-            return quadrotor.step(quad, thrust, params.robot, h, tc.aero, jnp), ctrl
+            if info is not None:
+                changed = changed + jnp.sum(info.intervened)
+                infeasible = infeasible + jnp.sum(info.status != int(FilterStatus.OK))
+            quad = quadrotor.step(quad, thrust, params.robot, h, tc.aero, jnp)
+            return quad, ctrl, changed, infeasible
 
-        quad, ctrl = jax.lax.fori_loop(0, tc.substeps, physics, (ts.quad, ts.ctrl))
+        zero = jnp.float32(0.0)
+        quad, ctrl, changed, infeasible = jax.lax.fori_loop(
+            0, tc.substeps, physics, (ts.quad, ts.ctrl, zero, zero)
+        )
         t = ts.t + 1
         nxt = ts._replace(quad=quad, ctrl=ctrl, t=t)
         (at_goal, _), metrics = self._metrics(nxt, params)
+        metrics["filter_interventions"] = changed
+        metrics["qp_infeasible"] = infeasible
         reached = jnp.where((ts.reached_step < 0) & at_goal, t, ts.reached_step)
         nxt = nxt._replace(reached_step=reached)
         sensing = self.sense(nxt, quad.vel, params)
         d0 = jnp.linalg.norm(ts.goal - ts.quad.pos, axis=-1)
         d1 = jnp.linalg.norm(nxt.goal - quad.pos, axis=-1)
         arrived = (reached == t) & (ts.reached_step < 0)
-        v_max = self._gains.vel_max_mps
+        v_max = self._pid_gains.vel_max_mps
         reward = {
             "progress": c.progress_scale * (d0 - d1) / (v_max * tc.dt_s),
             "goal": c.goal_bonus * arrived.astype(jnp.float32),
@@ -262,6 +310,44 @@ class QuadNavigationEnv(NavigationEnv):
         )
 
 
+def flight_command(quad: QuadState, ctrl, v_sp, params, controller: str, gains, filt, h):
+    """Rotor thrusts for velocity setpoints, through the 3D filter if ``filt`` is given (JAX).
+
+    Outer loop (setpoint -> commanded acceleration), ``safety_filter_3d.filter_acceleration``,
+    inner loop (acceleration -> attitude -> rates -> rotors).
+
+    Args:
+        quad: ``n`` drones' state.
+        ctrl: the PID's integrators (carried, unused by ``geometric``).
+        v_sp: ``[n, 3]`` velocity setpoints [m/s].
+        params: quadrotor parameters.
+        controller: ``pid`` or ``geometric``; ``gains``: its gains.
+        filt: ``Filter3DConfig`` or ``None``.
+        h: control period [s].
+
+    Returns:
+        ``(thrust [n, 4] [N], ctrl, FilterInfo or None)``.
+    """
+    zeros = jnp.zeros_like(v_sp)
+    yaw = zeros[:, 0]
+    if controller == "pid":
+        setpoint = Setpoint(pos=quad.pos, vel=v_sp, acc=zeros, yaw=yaw)
+        a_nom, vel_int = quad_pid.velocity_loop(ctrl, quad, setpoint, gains, h, jnp)
+    else:  # geometric with zero position error: a = k_v (v_sp - v)
+        a_nom = jnp.asarray(gains.k_v, v_sp.dtype) * (v_sp - quad.vel)
+        vel_int = ctrl.vel_int
+    info = None
+    a = a_nom
+    if filt is not None:
+        index, mask = neighbours_3d(quad.pos, filt)
+        a, info = filter_acceleration(quad.pos, quad.vel, a_nom, index, mask, filt, jnp)
+    if controller == "pid":
+        thrust, rate_int = quad_pid.track_acceleration(ctrl, quad, a, yaw, params, gains, h, jnp)
+        return thrust, quad_pid.PidState(vel_int, rate_int), info
+    setpoint = Setpoint(pos=quad.pos, vel=quad.vel, acc=a, yaw=yaw)
+    return quad_geometric.control(quad, setpoint, params, gains, jnp), ctrl, info
+
+
 def go_to_goal(state: State, speed_mps: float = 0.5) -> jax.Array:
     """Saturated straight-line velocity toward each goal [n, 3] (no collision avoidance)."""
     offset = state.task.goal - state.task.quad.pos
@@ -269,4 +355,11 @@ def go_to_goal(state: State, speed_mps: float = 0.5) -> jax.Array:
     return offset * jnp.minimum(2.0, speed_mps / jnp.maximum(dist, 1e-6))
 
 
-__all__ = ["COST_TERMS", "QuadEnvConfig", "QuadNavigationConfig", "QuadNavigationEnv"]
+__all__ = [
+    "COST_TERMS",
+    "QUAD_CONTROLLERS",
+    "QuadEnvConfig",
+    "QuadNavigationConfig",
+    "QuadNavigationEnv",
+    "flight_command",
+]
