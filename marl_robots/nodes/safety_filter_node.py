@@ -50,13 +50,20 @@ from marl_robots.nodes.fleet_state import (
 from marl_robots.nodes.onboard import (
     SAFETY_FILTER_PARAMS,
     ParameterError,
+    ParamSpec,
     filter_command,
     pipeline_setup,
     resolve_node_fleet,
 )
 
-#: Parameters of this node: the filter's table and the fleet state input.
-PARAMS = SAFETY_FILTER_PARAMS + FLEET_STATE_PARAMS
+#: Parameters of this node: the filter's table, the fleet state input and the diagnostics rate.
+PARAMS = (
+    *SAFETY_FILTER_PARAMS,
+    *FLEET_STATE_PARAMS,
+    ParamSpec("diagnostics_rate_hz", "double", 2.0,
+              "periodic diagnostics [Hz] (a change of status is published at once); at most "
+              "watchdog_rate_hz"),
+)
 
 #: Fallback reasons (prefixes of the diagnostic message; tests match on them).
 STALE_STATE = "stale state"
@@ -110,11 +117,19 @@ class SafetyFilterNode(LifecycleNode):
             self.fleet, self.index = resolve_node_fleet(p)
             self.setup = pipeline_setup(p, self.fleet)
             mode = fleet_state_input(p)
+            diagnostics_rate = float(p["diagnostics_rate_hz"])
+            if not 0 < diagnostics_rate < float("inf"):
+                raise ParameterError("diagnostics_rate_hz",
+                                     f"must be a positive number, got {diagnostics_rate!r}")
         except ParameterError as err:
             self.get_logger().fatal(f"failed to configure: {err}")
             self.failed = (err.name, str(err).split(": ", 1)[-1])
             return TransitionCallbackReturn.FAILURE
         self.timeout_s = float(p["state_timeout_s"])
+        # Periodic diagnostics every this many watchdog ticks (2N nodes at 20 Hz each would
+        # cost a hosted swarm more than its filters).
+        self.diagnostics_every = max(1, round(float(p["watchdog_rate_hz"]) / diagnostics_rate))
+        self.ticks = 0
         self.max_position_m = float(p["max_position_m"])
         n = len(self.fleet.robots)
         self.robot_name = self.fleet.robots[self.index].name
@@ -240,7 +255,9 @@ class SafetyFilterNode(LifecycleNode):
         if now - self.state.arrival[self.index] > self.timeout_s:
             problem = self._input_problem(now)
             self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
-        self._publish_diagnostics()
+        self.ticks += 1
+        if self.ticks % self.diagnostics_every == 0:
+            self._publish_diagnostics()
 
     def _publish(self, command, reason: str, level: int, status: int, slack: float) -> None:
         if self.cmd_pub is None:

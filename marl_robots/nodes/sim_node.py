@@ -129,6 +129,7 @@ class SimNode(Node):
         n = len(fleet.robots)
         self.commands = np.zeros((n, 2))
         self.cmd_arrival = np.full(n, -np.inf)
+        self.commands_received = 0
         self.sim_time = 0.0
         self.steps = 0
         self.collisions = 0
@@ -172,6 +173,7 @@ class SimNode(Node):
             cmd = np.zeros(2)
         self.commands[j] = cmd
         self.cmd_arrival[j] = monotonic()
+        self.commands_received += 1
 
     def _tick(self) -> None:
         """Advance one period with the newest commands and publish the new state."""
@@ -248,6 +250,8 @@ class SimNode(Node):
             "min_separation_m": float(self.min_separation_m),
             "real_time_factor": float(self.sim_time / wall) if wall > 0 else 0.0,
             "bad_commands": self.bad_commands,
+            "commands_received": self.commands_received,
+            "robots_commanding": int(np.sum(np.isfinite(self.cmd_arrival))),
         }
         level = DiagnosticStatus.ERROR if self.collisions else DiagnosticStatus.OK
         message = f"{self.collisions} collisions, {values['robots_at_goal_once']}/" \
