@@ -124,10 +124,11 @@ def project_enumerate(G, b, u0, present=None, xp=np, feas_tol: float = FEAS_TOL)
     cands = [u0[..., None, :]]
     valid = [xp.ones(u0.shape[:-1] + (1,), dtype=bool)]
     residual = xp.einsum("...md,...d->...m", Gn, u0) - bn  # [..., m]
+    gram_all = xp.einsum("...md,...nd->...mn", Gn, Gn)  # [..., m, m]
     for idx in active_sets(m, d):
         A = Gn[..., idx, :]  # [..., C, s, d]
         r = residual[..., idx]  # [..., C, s]
-        gram = xp.einsum("...csd,...ctd->...cst", A, A)
+        gram = gram_all[..., idx[:, :, None], idx[:, None, :]]  # [..., C, s, s]
         lam, det = _solve_gram(gram, r, xp)
         u = u0[..., None, :] - xp.einsum("...cs,...csd->...cd", lam, A)
         ok = xp.all(usable[..., idx], axis=-1) & (det > GRAM_EPS)

@@ -16,7 +16,8 @@ loop turns the setpoint into a commanded acceleration, the 3D CBF filter
 (attitude, rates, mixer) tracks that.  ``flight_command`` is that chain, shared with the
 MuJoCo/PyBullet runner (``sim.quad_run``) so every backend flies the same controller and filter.
 
-Scenarios: ``antipodal`` (drones on a sphere fly to the opposite point) and ``random`` (starts
+Scenarios: ``antipodal`` (drones on a randomly rotated Fibonacci sphere fly to the opposite
+point) and ``random`` (starts
 and goals in jittered cells of a 3D grid).  Without the filter, the antipodal swap collides
 (tested); with it, no pair enters the safety ellipsoid (``tests/test_quad_safety.py``).
 """
@@ -39,6 +40,7 @@ from marl_robots.controllers.safety_filter_3d import (
     filter_acceleration,
     neighbours_3d,
 )
+from marl_robots.core import math3d
 from marl_robots.core.graph import neighbour_graph
 from marl_robots.sim.env import (
     COST_TERMS,
@@ -162,7 +164,10 @@ def layout(key: jax.Array, config: QuadNavigationConfig) -> tuple[jax.Array, jax
     x, y, z = config.arena_m
     center = jnp.array([0.0, 0.0, 0.5 * z], jnp.float32)
     if config.scenario == "antipodal":
-        u = _fibonacci_sphere(n)
+        # The Fibonacci sphere in a uniformly random orientation (one per key).
+        q = jax.random.normal(key, (4,))
+        rot = math3d.quat_to_matrix(q / jnp.linalg.norm(q), jnp)
+        u = _fibonacci_sphere(n) @ rot.T.astype(jnp.float32)
         return center + config.sphere_radius_m * u, center - config.sphere_radius_m * u
     # random: one drone per cell of a 3D grid, jittered inside the middle half of its cell.
     side = math.ceil(n ** (1.0 / 3.0))
@@ -348,11 +353,23 @@ def flight_command(quad: QuadState, ctrl, v_sp, params, controller: str, gains, 
     return quad_geometric.control(quad, setpoint, params, gains, jnp), ctrl, info
 
 
-def go_to_goal(state: State, speed_mps: float = 0.5) -> jax.Array:
-    """Saturated straight-line velocity toward each goal [n, 3] (no collision avoidance)."""
-    offset = state.task.goal - state.task.quad.pos
+def go_to_goal_velocity(pos, goal, speed_mps=0.5, swirl=0.0) -> jax.Array:
+    """Straight-line velocity setpoint toward each goal [n, 3] [m/s] (no collision avoidance).
+
+    ``speed_mps`` far away, ``2 /s x distance`` within ``speed_mps / 2`` m of the goal.
+    ``swirl`` adds ``swirl x`` that velocity turned 90 degrees counter-clockwise about z (all
+    drones the same way, a roundabout that breaks the symmetric jams of head-on swaps).
+    """
+    offset = goal - pos
     dist = jnp.linalg.norm(offset, axis=-1, keepdims=True)
-    return offset * jnp.minimum(2.0, speed_mps / jnp.maximum(dist, 1e-6))
+    v = offset * jnp.minimum(2.0, speed_mps / jnp.maximum(dist, 1e-6))
+    turned = jnp.stack([-v[..., 1], v[..., 0], jnp.zeros_like(v[..., 2])], axis=-1)
+    return v + swirl * turned
+
+
+def go_to_goal(state: State, speed_mps=0.5, swirl=0.0) -> jax.Array:
+    """``go_to_goal_velocity`` of an env ``State``'s drones [n, 3] [m/s]."""
+    return go_to_goal_velocity(state.task.quad.pos, state.task.goal, speed_mps, swirl)
 
 
 __all__ = [
@@ -362,4 +379,5 @@ __all__ = [
     "QuadNavigationConfig",
     "QuadNavigationEnv",
     "flight_command",
+    "go_to_goal_velocity",
 ]
