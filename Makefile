@@ -19,7 +19,7 @@ $(VENV)/.setup-base: setup.py setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.setup-test: $(VENV)/.setup-base
-	$(PIP) install --quiet -e '.[ros,test]' colcon-common-extensions
+	$(PIP) install --quiet -e '.[ros,test,export]' colcon-common-extensions torch==2.13.0
 	touch $@
 
 setup: $(VENV)/.setup-base

@@ -78,6 +78,11 @@ setup(
             "pettingzoo>=1.24",
         ],
         "pettingzoo": ["pettingzoo>=1.24"],
+        # Onboard policy runtime (marl_robots.policies.runtime): either backend runs a bundle.
+        "runtime": ["onnxruntime>=1.17"],
+        "runtime-torch": ["torch>=2.2"],
+        # marl-robots export: ONNX graph and PyTorch state dict.
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "torch>=2.2"],
     },
     zip_safe=True,
     entry_points={

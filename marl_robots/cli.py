@@ -2,10 +2,14 @@
 
     marl-robots sim navigation --robots 16 --scenario antipodal --filter cbf --steps 2000 \
         --seed 0 --out runs/demo
+    marl-robots sim quad_navigation --backend mujoco --robots 8 --scenario antipodal \
+        --controller pid --filter cbf --out runs/quad      (Crazyflie swarm, 3D filter)
     marl-robots bench navigation --out bench.json
     marl-robots train navigation --policy cbf-tuning --robots 8 --scenario corridor --out runs/x
     marl-robots eval runs/x/policy --scenario corridor --robots 32 --episodes 100 --out DIR
     marl-robots bench quad --out bench_quad.json     (quadrotor backends)
+    marl-robots export runs/x --format onnx,torch --out bundles/x   (policy bundle, no JAX)
+    marl-robots check-bundle bundles/x --robot unicycle               (what a robot would load)
 
 User errors (unknown names, bad numbers, a non-empty output folder) print one line and exit 2;
 no tracebacks.
@@ -25,6 +29,7 @@ from marl_robots.core.registry import UnknownNameError
 from marl_robots.core.validate import MAX_STEPS
 
 FILTERS = ("cbf", "none")
+QUAD_TASK = "quad_navigation"
 EXIT_USAGE = 2
 
 
@@ -81,10 +86,12 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="marl-robots", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{sim,bench,train,eval}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="{sim,bench,train,eval,export,check-bundle}"
+    )
 
     sim = sub.add_parser("sim", help="run one simulated episode and write its files")
-    sim.add_argument("task", help="task name (navigation)")
+    sim.add_argument("task", help="task name (navigation | quad_navigation)")
     sim.add_argument("--robots", type=_positive_int, default=16, help="number of robots")
     sim.add_argument(
         "--scenario", default="antipodal", help="antipodal | random | corridor | crossing"
@@ -109,9 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--steps",
         type=_positive_int,
-        default=2000,
-        help=f"control periods, at most {MAX_STEPS} (the trajectory is kept in memory)",
+        default=None,
+        help=f"control periods, at most {MAX_STEPS} (the trajectory is kept in memory; "
+        "default 2000, quad_navigation 400)",
     )
+    sim.add_argument("--backend", default="jax", help="quad_navigation: jax | mujoco | pybullet")
+    sim.add_argument("--controller", default="pid", help="quad_navigation: pid | geometric")
     sim.add_argument(
         "--seed", type=int, default=0, help="random seed (any integer; no aliasing mod 2^32)"
     )
@@ -127,7 +137,77 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=_positive_int, default=100, help="steps per timed call")
     bench.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     _add_learning_parsers(sub)
+    _add_bundle_parsers(sub)
     return p
+
+
+def _add_bundle_parsers(sub) -> None:
+    """``export`` and ``check-bundle`` (``marl_robots.policies.export`` / ``runtime``)."""
+    ex = sub.add_parser("export", help="export a trained policy as a bundle (ONNX, PyTorch)")
+    ex.add_argument("policy", help="policy folder (train --out or its policy/), or shipped name")
+    ex.add_argument("--format", default="onnx,torch", help="comma-separated: onnx, torch")
+    ex.add_argument("--out", type=Path, required=True, help="bundle folder")
+    ex.add_argument(
+        "--observations",
+        type=_positive_int,
+        default=1024,
+        help="recorded observations for the JAX parity check",
+    )
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
+    ck = sub.add_parser("check-bundle", help="load and check a bundle as a robot would")
+    ck.add_argument("bundle", help="bundle folder")
+    ck.add_argument("--robot", default=None, help="this robot's family (refuse other bundles)")
+    ck.add_argument("--neighbours", type=int, default=None, help="this robot's neighbour budget")
+    ck.add_argument("--backend", default=None, help="onnx | torch (default: first installed)")
+
+
+def _cmd_export(args) -> int:
+    from marl_robots.policies.bundle import WEIGHT_FILES, BundleError  # noqa: PLC0415
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    for fmt in formats:
+        _choice("format", fmt, WEIGHT_FILES)
+    if not formats:
+        raise UsageError("--format names no format; known formats: onnx, torch")
+    _prepare_out(args.out, args.overwrite)
+    from marl_robots.policies.export import ExportError, export  # noqa: PLC0415 - imports JAX
+
+    try:
+        m = export(args.policy, args.out, formats, args.observations, args.seed)
+    except (FileNotFoundError, ExportError, BundleError) as err:
+        raise UsageError(str(err)) from None
+    except ImportError as err:
+        raise UsageError(
+            f"--format {args.format} needs {err.name} (pip install 'marl_robots[runtime]')"
+        ) from None
+    par = m["parity"]
+    errs = ", ".join(f"{k} {v:.2g}" for k, v in par["max_abs_error"].items())
+    print(
+        f"exported {m['policy']} policy for {m['robot']['family']} robots to {args.out}: "
+        f"{', '.join(m['weights'])}; parity with JAX on {par['observations']} recorded "
+        f"observations: max |error| {errs} (tolerance {par['atol']:g})"
+    )
+    return 0
+
+
+def _cmd_check_bundle(args) -> int:
+    from marl_robots.policies.bundle import BundleError  # noqa: PLC0415
+    from marl_robots.policies.runtime import load_bundle  # noqa: PLC0415 - no JAX
+
+    try:
+        policy = load_bundle(
+            args.bundle, backend=args.backend, robot=args.robot, neighbours=args.neighbours
+        )
+    except BundleError as err:
+        raise UsageError(str(err)) from None
+    m = policy.manifest
+    print(
+        f"bundle {args.bundle}: {m['policy']} policy for {m['robot']['family']} robots, "
+        f"observation {m['observation']['dim']} values, action {m['action']['dim']} "
+        f"{m['action']['units']}; hashes ok; runs on {policy.backend}"
+    )
+    return 0
 
 
 def _add_learning_parsers(sub) -> None:
@@ -174,7 +254,9 @@ def _cmd_sim(args) -> int:
     from marl_robots.sim.scenarios import SCENARIOS  # noqa: PLC0415
     from marl_robots.sim.tasks import TASKS  # noqa: PLC0415
 
-    _choice("task", args.task, TASKS.names())
+    if args.task == QUAD_TASK:
+        return _cmd_sim_quad(args)
+    _choice("task", args.task, [*TASKS.names(), QUAD_TASK])
     _choice("scenario", args.scenario, SCENARIOS.names())
     _choice("robot", args.robot, ROBOTS.names())
     _choice("filter", args.filter, FILTERS)
@@ -189,7 +271,7 @@ def _cmd_sim(args) -> int:
         filter=args.filter,
         filter_mode=args.filter_mode,
         class_k=args.class_k,
-        steps=args.steps,
+        steps=args.steps or 2000,
         seed=args.seed,
     )
     if args.gamma is not None:
@@ -213,6 +295,58 @@ def _cmd_sim(args) -> int:
     )
     print(f"navigation/{spec.scenario}: {spec.robots} {spec.robot} robots, filter={spec.filter}")
     for k in keys:
+        v = metrics[k]
+        print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
+    if args.out is not None:
+        print(
+            f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
+            + ("" if args.no_animation else ", rollout.gif")
+        )
+    return 0
+
+
+def _cmd_sim_quad(args) -> int:
+    """``sim quad_navigation``: Crazyflie drones on a backend (``sim/quad_run.py``)."""
+    from marl_robots.sim import quad_run  # noqa: PLC0415 - imports JAX
+    from marl_robots.sim.tasks.quad_navigation import (  # noqa: PLC0415
+        QUAD_CONTROLLERS,
+        QUAD_SCENARIOS,
+    )
+
+    _choice("backend", args.backend, quad_run.QUAD_BACKENDS)
+    _choice("scenario", args.scenario, QUAD_SCENARIOS)
+    _choice("controller", args.controller, QUAD_CONTROLLERS)
+    _choice("filter", args.filter, FILTERS)
+    if args.out is not None:
+        _prepare_out(args.out, args.overwrite)
+    spec = quad_run.QuadRunSpec(
+        backend=args.backend,
+        robots=args.robots,
+        scenario=args.scenario,
+        controller=args.controller,
+        filter=args.filter,
+        steps=args.steps or 400,
+        seed=args.seed,
+    )
+    try:
+        metrics = quad_run.run_quad_navigation(spec, args.out, animation=not args.no_animation)
+    except ValueError as err:  # a layout that cannot hold this many drones, for example
+        raise UsageError(str(err)) from None
+    print(
+        f"quad_navigation/{spec.scenario}: {spec.robots} drones on {spec.backend}, "
+        f"{spec.controller}, filter={spec.filter}"
+    )
+    for k in (
+        "steps",
+        "ellipsoid_violations",
+        "collisions",
+        "min_separation_m",
+        "success_rate",
+        "mean_time_to_goal_s",
+        "filter_interventions",
+        "qp_infeasible",
+        "env_steps_per_s",
+    ):
         v = metrics[k]
         print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
     if args.out is not None:
@@ -357,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command == "export":
+            return _cmd_export(args)
+        if args.command == "check-bundle":
+            return _cmd_check_bundle(args)
         return _cmd_bench(args)
     except (UsageError, UnknownNameError) as err:
         print(f"marl-robots: error: {err}", file=sys.stderr)
