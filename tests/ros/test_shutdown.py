@@ -122,3 +122,42 @@ def test_double_sigint_under_load_exits_every_process_cleanly(repetition, cpu_lo
     not_zero = {t: last.get(t) for t in topics if last.get(t) != (0.0, 0.0)}
     assert not not_zero, f"last command received is not zero: {not_zero}"
     print(f"repetition {repetition}: slowest exit {max(exit_s.values()):.2f} s")
+
+
+#: A shared library a node process maps once it is importing its dependencies (NumPy's core:
+#: the first heavy import, after ``marl_robots.nodes``, before rclpy and the messages).
+IMPORTING_MARK = "_multiarray_umath"
+
+
+def _importing(pid: int) -> bool:
+    try:
+        return IMPORTING_MARK in open(f"/proc/{pid}/maps").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("executable", ["controller_node", "swarm_host"])
+def test_sigint_during_startup_exits_quietly(executable, tmp_path):
+    """Ctrl-C while a node is still importing: status 130, no traceback (before: a
+    KeyboardInterrupt traceback from inside whichever import was running)."""
+    from marl_robots.nodes import STARTUP_INTERRUPT_STATUS
+
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", f"marl_robots.nodes.{executable}"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + MIN_TIMEOUT_S
+            while proc.poll() is None and time.monotonic() < deadline and \
+                    not _importing(proc.pid):
+                time.sleep(0.001)  # polling the condition, not waiting a fixed time
+            assert proc.poll() is None, f"exited before it was interrupted: {log.read_text()}"
+            os.killpg(proc.pid, signal.SIGINT)
+            rc = proc.wait(timeout=MIN_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert rc == STARTUP_INTERRUPT_STATUS, f"exit {rc}\n{text}"
+    assert not [m for m in BAD_LOG_MARKS if m in text], text
