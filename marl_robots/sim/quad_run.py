@@ -265,11 +265,36 @@ def metrics_record(spec: QuadRunSpec, env, trace: Trace, timing: dict[str, float
     }
 
 
+def check_layout(env: qn.QuadNavigationEnv, key) -> None:
+    """Refuse starts or goals closer than the filter keeps drones (the ellipsoid without one).
+
+    Raises:
+        ValidationError: one line naming the drones, their separation and the limit.
+    """
+    s = env.reset(key, env.default_params())
+    filt = env.filter_config
+    limit = filt.radii_m[0] if filt is not None else env.config.safety.horizontal_m
+    n = env.n
+    for name, pts in (("start", s.task.quad.pos), ("goal", s.task.goal)):
+        pts = np.asarray(pts, np.float64)
+        sep = env.config.safety.separation(pts[:, None] - pts[None], np) + np.where(
+            np.eye(n, dtype=bool), np.inf, 0.0
+        )
+        i, j = np.unravel_index(np.argmin(sep), sep.shape)
+        if n > 1 and sep[i, j] < limit:
+            raise validate.ValidationError(
+                f"quad_navigation/{env.config.task.scenario}: drones {min(i, j)} and "
+                f"{max(i, j)} {name}s are {sep[i, j]:.3f} m apart (safety-ellipsoid metric), "
+                f"closer than the {limit:.3f} m the filter keeps; use fewer drones"
+            )
+
+
 def simulate(spec: QuadRunSpec):
     """Fly ``spec``'s episode; returns ``(env, trace, timing)``."""
     validate.steps(spec.steps)
     env = make_env(spec)
     key = jnp.asarray(validate.seed_key_data(spec.seed), dtype=jnp.uint32)[None]
+    check_layout(env, key[0])
     speeds = jnp.full((1,), spec.speed_mps, jnp.float32)
     t0 = time.perf_counter()
     if spec.backend == "jax":  # compile ahead of time, so that the timing excludes it
