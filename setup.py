@@ -33,7 +33,7 @@ def content_files():
     return entries
 
 
-NODES = ("sim_node", "controller_node", "safety_filter_node", "swarm_host")
+NODES = ("sim_node", "controller_node", "safety_filter_node", "swarm_host", "policy_node")
 
 setup(
     name=PACKAGE,

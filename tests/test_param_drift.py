@@ -26,16 +26,15 @@ NODE_YAMLS = {
 
 
 def _tables():
-    tables = {
+    from marl_robots.nodes.policy_onboard import GAIN_PARAMS, POLICY_PARAMS
+
+    return {
         "CONTROLLER_PARAMS": onboard.CONTROLLER_PARAMS,
         "SAFETY_FILTER_PARAMS": onboard.SAFETY_FILTER_PARAMS,
         "SIM_PARAMS": onboard.SIM_PARAMS,
+        "POLICY_PARAMS": POLICY_PARAMS,
+        "GAIN_PARAMS": GAIN_PARAMS,
     }
-    try:
-        from marl_robots.nodes.policy_node_params import POLICY_PARAMS
-    except ImportError:
-        return tables
-    return {**tables, "POLICY_PARAMS": POLICY_PARAMS}
 
 
 def declaration_drift(tables) -> list[str]:

@@ -94,4 +94,5 @@ NODE_PARAMETERS = {
     "make_way": MAKE_WAY,
     "make_way_radius_m": MAKE_WAY_RADIUS_M,
     "arena": arena_bounds(),
+    "gamma_bounds": list(GAMMA_BOUNDS),
 }

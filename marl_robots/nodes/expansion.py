@@ -100,6 +100,9 @@ LAUNCH_ARGUMENTS = (
      "(swarm_host): true/false; auto = true for backend:=sim (hardware: one process per node)"),
     ("fleet_state", "auto", "fleet state input of the per-robot nodes: odometry (N odom "
      "topics) or pose_array (/fleet/poses); auto = pose_array with one_process, else odometry"),
+    ("policy", "", "policy bundle (folder from marl-robots export, or a shipped policy's name) "
+     "run by a per-robot policy_node: a gnn bundle replaces controller_node, a cbf-tuning "
+     "bundle sets the filter's class-K gain; '' = go-to-goal with the fixed gain"),
 )
 #: Values of the ``fleet_state`` argument (``nodes.fleet_state.FLEET_STATE_INPUTS``).
 FLEET_STATE_INPUTS = ("odometry", "pose_array")
@@ -184,6 +187,12 @@ def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
                          f"expected auto, {' or '.join(FLEET_STATE_INPUTS)}")
     fleet_file = v["fleet_file"].strip()
     scenario = v["scenario"].strip()
+    policy = v["policy"].strip()
+    if policy:
+        try:
+            policy_kind(policy)
+        except ValueError as err:
+            raise _arg_error("policy", policy, str(err)) from None
     if fleet_file:
         from marl_robots.nodes.fleet import load_fleet  # noqa: PLC0415
 
@@ -203,7 +212,8 @@ def launch_specs(values: Mapping[str, str]) -> list[NodeSpec]:
         return expand_swarm(robots=robots, scenario=scenario, fleet_file=fleet_file,
                             backend=backend, use_sim_time=use_sim_time, seed=seed,
                             sim_overrides={"rate_hz": rate_hz}, one_process=one_process,
-                            fleet_state=None if fleet_state == "auto" else fleet_state)
+                            fleet_state=None if fleet_state == "auto" else fleet_state,
+                            policy=policy)
     except (OSError, ValueError) as err:
         # E.g. a scenario that refuses a team this large (the message names the largest).
         name, text = ("fleet_file", fleet_file) if fleet_file else ("robots", str(robots))
@@ -218,7 +228,25 @@ def param_file(executable: str) -> str:
 #: Parameters of ``swarm_host``: the arguments of ``expand_swarm`` it re-runs (JSON strings for
 #: the override dicts).
 HOST_PARAMETERS = ("robots", "scenario", "fleet_file", "seed", "use_sim_time", "fleet_state",
-                   "controller_overrides", "filter_overrides")
+                   "controller_overrides", "filter_overrides", "policy")
+
+
+def policy_kind(bundle: str) -> str:
+    """``gnn`` or ``cbf-tuning``: the kind of the bundle a ``policy`` argument names.
+
+    Reads only the manifest (no weights, no JAX); ``policy_node`` checks the rest.
+
+    Raises:
+        ValueError: no such bundle, or an invalid manifest (one line).
+    """
+    from marl_robots.nodes.onboard import ParameterError  # noqa: PLC0415
+    from marl_robots.nodes.policy_onboard import resolve_bundle  # noqa: PLC0415
+    from marl_robots.policies.bundle import BundleError, load_manifest  # noqa: PLC0415
+
+    try:
+        return load_manifest(resolve_bundle(bundle))["policy"]
+    except (ParameterError, BundleError) as err:
+        raise ValueError(str(err).removeprefix("invalid parameter 'bundle': ")) from None
 
 
 def fleet_parameters(fleet: Fleet, robot_id: int) -> dict:
@@ -248,6 +276,7 @@ def expand_swarm(
     filter_overrides: dict | None = None,
     one_process: bool = False,
     fleet_state: str | None = None,
+    policy: str = "",
 ) -> list[NodeSpec]:
     """The nodes of a swarm: ``sim`` (for ``backend=sim``) + per robot controller and filter.
 
@@ -265,6 +294,8 @@ def expand_swarm(
             them all (``backend=sim`` only).
         fleet_state: the per-robot nodes' ``fleet_state`` input (``odometry`` or
             ``pose_array``); ``None``: ``pose_array`` with ``one_process``, else ``odometry``.
+        policy: a policy bundle for a per-robot ``policy_node`` ('' for none): a ``gnn`` bundle
+            replaces ``controller_node``, a ``cbf-tuning`` bundle joins it (the filter's gain).
 
     Returns:
         The ``NodeSpec`` list, simulator first: then per robot controller and filter, or
@@ -321,18 +352,24 @@ def expand_swarm(
                 "fleet_state": fleet_state,
                 "controller_overrides": json.dumps(controller_overrides or {}),
                 "filter_overrides": json.dumps(filter_overrides or {}),
+                "policy": str(policy),
             },
         ))
         return specs
+    kind = policy_kind(policy) if policy else None
     for robot in fleet.robots:
         common = {**fleet_parameters(fleet, robot.id), "use_sim_time": sim_time,
                   "fleet_state": fleet_state}
         ns = f"/{robot.name}"
-        specs.append(NodeSpec(
-            executable="controller_node", name="controller", namespace=ns,
-            param_files=(param_file("controller_node"),),
-            parameters={**common, **(controller_overrides or {})},
-        ))
+        if kind != "gnn":
+            specs.append(NodeSpec(
+                executable="controller_node", name="controller", namespace=ns,
+                param_files=(param_file("controller_node"),),
+                parameters={**common, **(controller_overrides or {})},
+            ))
+        if kind is not None:
+            specs.append(NodeSpec(executable="policy_node", name="policy", namespace=ns,
+                                  parameters={**common, "bundle": str(policy)}))
         specs.append(NodeSpec(
             executable="safety_filter_node", name="safety_filter", namespace=ns,
             param_files=(param_file("safety_filter_node"),),
@@ -386,5 +423,6 @@ def hosted_specs(host: Mapping) -> list[NodeSpec]:
     specs = expand_swarm(robots=int(host["robots"]), scenario=str(host["scenario"]),
                          fleet_file=str(host["fleet_file"]), backend="sim",
                          use_sim_time=bool(host["use_sim_time"]), seed=int(host["seed"]),
-                         fleet_state=str(host["fleet_state"]), **overrides)
+                         fleet_state=str(host["fleet_state"]),
+                         policy=str(host.get("policy") or ""), **overrides)
     return specs[1:]

@@ -2,7 +2,9 @@
 
 Runs in the robot's namespace.  Inputs: the fleet state (``fleet_state:=odometry``: ``odom``
 (own) and ``/<ns>/odom`` of every other fleet robot; ``fleet_state:=pose_array``: every pose in
-one ``/fleet/poses`` PoseArray, see ``fleet_state``), ``cmd_vel_nominal`` (Twist).  Outputs:
+one ``/fleet/poses`` PoseArray, see ``fleet_state``), ``cmd_vel_nominal`` (Twist), and
+``cbf_gain`` (``std_msgs/Float64``, the class-K gain [1/s] of a CBF-tuning ``policy_node``:
+clipped to ``gamma_bounds`` while fresh and finite, else the fixed ``gamma``).  Outputs:
 ``cmd_vel`` (Twist, linear.x = v, angular.z = omega) on every own state update, and
 ``diagnostics``
 (``diagnostic_msgs/DiagnosticArray``: filter status, slack, fallback reason) at
@@ -23,13 +25,16 @@ configuration fails.
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from std_msgs.msg import Float64
 
 from marl_robots.controllers.safety_filter import FilterStatus
 from marl_robots.nodes import conversions as conv
@@ -55,11 +60,13 @@ from marl_robots.nodes.onboard import (
     pipeline_setup,
     resolve_node_fleet,
 )
+from marl_robots.nodes.policy_onboard import GAIN_PARAMS, gain_bounds, tuned_gain
 
 #: Parameters of this node: the filter's table, the fleet state input and the diagnostics rate.
 PARAMS = (
     *SAFETY_FILTER_PARAMS,
     *FLEET_STATE_PARAMS,
+    *GAIN_PARAMS,
     ParamSpec("diagnostics_rate_hz", "double", 2.0,
               "periodic diagnostics [Hz] (a change of status is published at once); at most "
               "watchdog_rate_hz"),
@@ -135,6 +142,15 @@ class SafetyFilterNode(LifecycleNode):
         self.robot_name = self.fleet.robots[self.index].name
         self.nominal = np.zeros(2)
         self.nominal_arrival = -np.inf
+        # CBF-tuning seam: a policy's gain on cbf_gain, clipped, else the fixed gamma.
+        try:
+            self.gamma_bounds = gain_bounds(p)
+        except ParameterError as err:
+            self.get_logger().fatal(f"failed to configure: {err}")
+            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            return TransitionCallbackReturn.FAILURE
+        self.gain, self.gain_arrival = math.nan, -math.inf
+        self.gamma = (float(p["gamma"]), "default: no tuned gain")
         self.last = {"status": "inactive", "level": conv.LEVEL_WARN, "slack": 0.0,
                      "command": np.zeros(2), "nominal": np.zeros(2), "filter_status": -1}
         self.counts = {"commands": 0, "fallbacks": 0, "relaxed": 0}
@@ -145,6 +161,8 @@ class SafetyFilterNode(LifecycleNode):
                                      self._on_own_state, self.fleet_hub)
         self.state = self.input.state
         self._subs.append(self.create_subscription(Twist, "cmd_vel_nominal", self._on_nominal,
+                                                   COMMAND_QOS))
+        self._subs.append(self.create_subscription(Float64, "cbf_gain", self._on_gain,
                                                    COMMAND_QOS))
         self._timer = self.create_timer(1.0 / float(p["watchdog_rate_hz"]), self._watchdog,
                                         clock=steady_clock())
@@ -205,6 +223,9 @@ class SafetyFilterNode(LifecycleNode):
         self.nominal = conv.command_from_twist(msg)
         self.nominal_arrival = monotonic()
 
+    def _on_gain(self, msg: Float64) -> None:
+        self.gain, self.gain_arrival = float(msg.data), monotonic()
+
     def _on_own_state(self) -> None:
         if self.active:
             self._step()
@@ -240,7 +261,12 @@ class SafetyFilterNode(LifecycleNode):
         if problem is not None:
             self._publish(np.zeros(2), problem[0], problem[1], -1, 0.0)
             return
-        result = filter_command(self.state.poses, self.index, self.nominal, self.setup)
+        setup = self.setup
+        self.gamma = tuned_gain(self.gain, monotonic() - self.gain_arrival, self.timeout_s,
+                                self.gamma_bounds, float(self.params["gamma"]))
+        if self.gamma[1] == "policy":
+            setup = replace(setup, cbf=setup.cbf._replace(gamma=np.array([self.gamma[0]])))
+        result = filter_command(self.state.poses, self.index, self.nominal, setup)
         command = result.command
         if not np.all(np.isfinite(command)):  # never publish a NaN, whatever happened
             command = np.zeros(2)
@@ -293,6 +319,8 @@ class SafetyFilterNode(LifecycleNode):
             "nominal_v": float(last["nominal"][0]),
             "nominal_omega": float(last["nominal"][1]),
             "input_stamp": conv.time_to_sec(self.state.stamp),
+            "gamma": float(self.gamma[0]),
+            "gamma_source": self.gamma[1],
             **self.counts,
         }
         self.diag_pub.publish(conv.diagnostic_array(

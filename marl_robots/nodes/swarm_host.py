@@ -27,7 +27,7 @@ import sys
 
 from rclpy.node import Node
 
-from marl_robots.nodes import safety_filter_node
+from marl_robots.nodes import policy_node, safety_filter_node
 from marl_robots.nodes.common import declare_parameters, events_executor, run
 from marl_robots.nodes.controller_node import ControllerNode
 from marl_robots.nodes.expansion import hosted_specs, ros_arguments
@@ -48,12 +48,14 @@ HOST_PARAMS: tuple[ParamSpec, ...] = (
               "JSON object of extra controller_node parameters"),
     ParamSpec("filter_overrides", "string", "{}",
               "JSON object of extra safety_filter_node parameters"),
+    ParamSpec("policy", "string", "", "policy bundle of the hosted policy nodes ('' for none)"),
 )
 
 #: Node factory of each hosted executable: (fleet hub, rclpy node kwargs) -> node.
 FACTORIES = {
     "controller_node": ControllerNode,
     "safety_filter_node": safety_filter_node.make_node,
+    "policy_node": policy_node.make_node,
 }
 
 
@@ -72,9 +74,10 @@ def make_nodes() -> list:
         specs = hosted_specs(p)
     except (OSError, ValueError) as err:
         name = next((k for k in ("fleet_file", "scenario", "controller_overrides",
-                                 "filter_overrides") if k in str(err)), "robots")
+                                 "filter_overrides", "bundle") if k in str(err)), "robots")
+        name = "policy" if name == "bundle" else name
         raise ParameterError(name, str(err)) from err
-    robots = len(specs) // 2
+    robots = len({spec.namespace for spec in specs})
     hub = FleetStateHub(host, robots) if mode == "pose_array" else None
     nodes = [host]
     checked = set()

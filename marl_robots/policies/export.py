@@ -373,6 +373,32 @@ def jax_actions(policy, params, obs: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def write_bundle(out, manifest: dict, params: dict, formats=("onnx", "torch")) -> Path:
+    """Write the weight files of ``formats`` and ``manifest`` (with their hashes) into ``out``.
+
+    No parity check (``export`` adds it); tests use this to build bundles without rollouts.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "onnx" in formats:
+        import onnx  # noqa: PLC0415
+
+        onnx.save(onnx_model(manifest, params), str(out / bd.WEIGHT_FILES["onnx"]))
+    if "torch" in formats:
+        import torch  # noqa: PLC0415
+
+        torch.save(torch_state_dict(params), out / bd.WEIGHT_FILES["torch"])
+    for fmt in formats:
+        path = out / bd.WEIGHT_FILES[fmt]
+        manifest["weights"][fmt] = {
+            "file": path.name,
+            "sha256": bd.sha256(path),
+            "bytes": path.stat().st_size,
+        }
+    (out / bd.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return out
+
+
 def export(
     source,
     out: Path,
@@ -393,24 +419,7 @@ def export(
 
     policy, params, meta, env, env_params, folder = load_trained(source)
     manifest = build_manifest(policy, params, meta, env, env_params, folder)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if "onnx" in formats:
-        import onnx  # noqa: PLC0415
-
-        onnx.save(onnx_model(manifest, params), str(out / bd.WEIGHT_FILES["onnx"]))
-    if "torch" in formats:
-        import torch  # noqa: PLC0415
-
-        torch.save(torch_state_dict(params), out / bd.WEIGHT_FILES["torch"])
-    for fmt in formats:
-        path = out / bd.WEIGHT_FILES[fmt]
-        manifest["weights"][fmt] = {
-            "file": path.name,
-            "sha256": bd.sha256(path),
-            "bytes": path.stat().st_size,
-        }
-    (out / bd.MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    out = write_bundle(out, manifest, params, formats)
     rec = record or record_observations(env, policy, params, env_params, observations, seed)
     obs = rec["obs"].reshape(-1, manifest["observation"]["dim"])[: max(observations, 1)]
     want = jax_actions(policy, params, obs)
