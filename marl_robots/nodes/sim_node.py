@@ -15,8 +15,8 @@ Steps the pure navigation task (``NavigationTask.step``, jitted, one environment
   (``std_msgs/UInt32``, total events), in ``diagnostics`` and in the log.
 
 Also publishes each robot's goal once on ``/<ns>/goal`` (reliable + transient-local) and RViz
-markers on ``markers`` at ``marker_rate_hz``.  Its own timers run on a steady clock: the node
-that drives ``/clock`` never uses simulated time itself.
+markers on ``markers`` at ``marker_rate_hz`` (while something subscribes).  Its own timers run
+on a steady clock: the node that drives ``/clock`` never uses simulated time itself.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ class SimNode(Node):
         self.sim_time = self.steps * self.dt_s
         self._count_collisions()
         self._publish_state()
-        if self.steps % self.marker_every == 0:
+        # Markers cost ~4 Marker messages per robot: only when someone (RViz) listens.
+        if self.steps % self.marker_every == 0 and self.marker_pub.get_subscription_count():
             self._publish_markers()
         if self.steps % self.status_every == 0:
             self._publish_status()
