@@ -5,8 +5,11 @@
 
 Per robot ``<ns>`` it starts ``controller_node`` (``/<ns>/controller``) and the lifecycle
 ``safety_filter_node`` (``/<ns>/safety_filter``, autostarts); with ``backend:=sim`` also one
-``sim_node`` (``/sim``) that publishes ``/clock``.  Which nodes, namespaces and parameters is
-decided by the pure function ``marl_robots.nodes.expansion.expand_swarm``, which the tests call
+``sim_node`` (``/sim``) that publishes ``/clock``.  With ``one_process:=true`` (the default for
+``backend:=sim``) those per-robot nodes run as node instances inside one ``swarm_host``
+process, same names, namespaces and topics, reading the fleet state from ``/fleet/poses``; on
+hardware every robot keeps its own processes.  Which nodes, namespaces and parameters is
+decided by the pure function ``marl_robots.nodes.expansion.launch_specs``, which the tests call
 too.  Uses only launch / launch_ros features available since ROS 2 Humble.
 """
 
