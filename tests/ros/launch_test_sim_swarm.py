@@ -80,5 +80,9 @@ class TestSwarmShutsDownCleanly(unittest.TestCase):
     """After launch_testing's SIGINT: every node process exited 0."""
 
     def test_every_process_exits_zero(self, proc_info):
+        from marl_robots.nodes.expansion import launch_specs
+
         launch_testing.asserts.assertExitCodes(proc_info)
-        self.assertEqual(len(proc_info.process_names()), 1 + 2 * ROBOTS)
+        # sim_node + swarm_host by default (one_process), 1 + 2 x ROBOTS with one_process:=false.
+        expected = len(launch_specs({"robots": str(ROBOTS)}))
+        self.assertEqual(len(proc_info.process_names()), expected)
