@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "marl_robots"
-EXECUTABLES = ("sim_node", "controller_node", "safety_filter_node", "marl-robots")
+EXECUTABLES = ("sim_node", "controller_node", "safety_filter_node", "swarm_host", "marl-robots")
 CONTENT_DIRS = ("sim", "controllers", "policies", "hardware", "launch")
 #: One colcon build of this single pure-Python package on a loaded 2-core machine [s].
 BUILD_TIMEOUT_S = 300
