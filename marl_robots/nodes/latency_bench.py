@@ -11,6 +11,14 @@ call alone.
 
     python -m marl_robots.nodes.latency_bench --robots 16 --rate-hz 100 --duration-s 10 \
         --json ros_latency.json
+
+With ``--policy BUNDLE`` each robot under test also runs ``policy_node`` (a ``gnn`` bundle: it
+publishes the nominal command instead of this driver; the filter answers each state with the
+newest nominal command, so the policy sits one period upstream of the measured path, whose
+latency is reported separately as state-in -> ``cmd_vel_nominal``-out); the compute figure then
+times the policy step (observation + network) plus the filter call.  ``--fleet-state
+pose_array`` publishes every pose as one ``/fleet/poses`` PoseArray instead of N odometry
+messages.
 """
 
 from __future__ import annotations
@@ -50,7 +58,8 @@ def percentiles(samples_s, qs=(50, 90, 99)) -> dict:
     return out | {"max_ms": float(arr.max()), "count": int(arr.size)}
 
 
-def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dict:
+def compute_only(robots: int, crowded: bool = False, repeats: int = 1000,
+                 policy: str = "") -> dict:
     """Time of the pure per-robot filter call (``onboard.filter_command``) alone.
 
     Args:
@@ -58,6 +67,7 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dic
         crowded: robots packed closer than the safety distance, so that every call takes the
             relaxed (interior-point) path: the worst case.  Otherwise the start layout.
         repeats: calls timed.
+        policy: a bundle; then each call is the policy step followed by the filter call.
 
     """
     from marl_robots.nodes.expansion import fleet_parameters  # noqa: PLC0415
@@ -74,10 +84,27 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000) -> dic
     params.setdefault("obstacles", [])
     setup = pipeline_setup(params, fleet)
     poses = _bench_poses(fleet, crowded)
+    step = None
+    if policy:
+        from marl_robots.nodes import policy_onboard as po  # noqa: PLC0415
+        from marl_robots.nodes.onboard import param_defaults as defaults_of  # noqa: PLC0415
+
+        pset = po.policy_setup(defaults_of(po.POLICY_PARAMS) | params | {"bundle": policy},
+                               fleet)
+        goals = np.array([r.goal for r in fleet.robots])
+
+        def step(i):
+            points = po.control_points(poses, pset)
+            _, out = po.policy_step(points, np.zeros_like(points), i, goals[i], pset)
+            if pset.policy.kind == "gnn":
+                return po.velocity_command(out, poses[i, 2], pset)
+            return np.array([0.2, 0.0])
+
     times = []
     for k in range(repeats):
         t0 = time.perf_counter()
-        filter_command(poses, k % robots, np.array([0.2, 0.0]), setup)
+        nominal = step(k % robots) if step else np.array([0.2, 0.0])
+        filter_command(poses, k % robots, nominal, setup)
         times.append(time.perf_counter() - t0)
     return percentiles(times)
 
@@ -95,7 +122,8 @@ def _bench_poses(fleet, crowded: bool = False) -> np.ndarray:
 
 
 def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
-              filters: int | None = None, startup_timeout_s: float = 120.0) -> dict:
+              filters: int | None = None, startup_timeout_s: float = 120.0,
+              policy: str = "", fleet_state: str = "odometry") -> dict:
     """Start the filters, drive them, and return the measured statistics.
 
     Args:
@@ -105,6 +133,8 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         warmup_s: discarded duration before it [s].
         filters: filter processes started, for the first ``filters`` robots (default: all).
         startup_timeout_s: longest wait for every filter to answer [s].
+        policy: a bundle run by a ``policy_node`` per robot under test ('' for none).
+        fleet_state: ``odometry`` (N messages per period) or ``pose_array`` (one).
 
     """
     import rclpy  # noqa: PLC0415
@@ -122,12 +152,17 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     fleet = fleet_from_scenario(robots)
-    specs = [s for s in expand_swarm(robots=robots, use_sim_time=False,
-                                     filter_overrides={"state_timeout_s": 1.0})
-             if s.executable == "safety_filter_node"][: filters or robots]
+    all_specs = expand_swarm(robots=robots, use_sim_time=False, fleet_state=fleet_state,
+                             filter_overrides={"state_timeout_s": 1.0}, policy=policy)
+    specs = [s for s in all_specs if s.executable == "safety_filter_node"][: filters or robots]
+    under_test = {s.namespace for s in specs}
+    policy_specs = [s for s in all_specs
+                    if s.executable == "policy_node" and s.namespace in under_test]
+    gnn = any(s.executable == "policy_node" for s in all_specs) and not any(
+        s.executable == "controller_node" for s in all_specs)
     procs = [subprocess.Popen([sys.executable, "-m", s.module, *ros_arguments(s)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for s in specs]
+                              start_new_session=True) for s in [*specs, *policy_specs]]
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("latency_bench", context=context)
@@ -148,10 +183,37 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         elif state["measuring"]:
             state["unmatched"] += 1
 
-    odom_pubs = [node.create_publisher(Odometry, f"/{name}/odom", STATE_QOS)
-                 for name in fleet.names]
-    nom_pubs = [node.create_publisher(Twist, f"/{name}/cmd_vel_nominal", COMMAND_QOS)
-                for name in fleet.names]
+    nominal_latencies = []
+
+    def on_nominal(i, msg):
+        if state["measuring"] and not math.isnan(sent_nominal[i]):
+            nominal_latencies.append(time.perf_counter() - sent_nominal[i])
+            sent_nominal[i] = math.nan
+
+    sent_nominal = np.full(n, math.nan)
+    if fleet_state == "pose_array":
+        from geometry_msgs.msg import PoseArray  # noqa: PLC0415
+
+        from marl_robots.nodes.fleet_state import FLEET_POSES_TOPIC  # noqa: PLC0415
+
+        odom_pubs = node.create_publisher(PoseArray, FLEET_POSES_TOPIC, STATE_QOS)
+    else:
+        odom_pubs = [node.create_publisher(Odometry, f"/{name}/odom", STATE_QOS)
+                     for name in fleet.names]
+    nom_pubs = [] if gnn else [node.create_publisher(Twist, f"/{name}/cmd_vel_nominal",
+                                                     COMMAND_QOS) for name in fleet.names]
+    if policy_specs:
+        from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
+
+        from marl_robots.nodes.common import LATCHED_QOS  # noqa: PLC0415
+
+        stamp = node.get_clock().now().to_msg()
+        for i, robot in enumerate(fleet.robots[:n]):
+            pub = node.create_publisher(PoseStamped, f"/{robot.name}/goal", LATCHED_QOS)
+            pub.publish(conv.goal_msg(robot.goal, stamp, "world"))
+            if gnn:
+                node.create_subscription(Twist, f"/{robot.name}/cmd_vel_nominal",
+                                         lambda m, i=i: on_nominal(i, m), COMMAND_QOS)
     for i, name in enumerate(fleet.names[:n]):
         node.create_subscription(Twist, f"/{name}/cmd_vel", lambda m, i=i: on_cmd(i, m),
                                  COMMAND_QOS)
@@ -166,6 +228,7 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"filters not answering: {np.flatnonzero(~ready).tolist()}")
             _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv)
+            sent_nominal[:] = sent
             end = time.monotonic() + 0.05
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.005)
@@ -184,6 +247,7 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
                 if state["measuring"]:
                     ticks += 1
                 _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv)
+                sent_nominal[:] = sent
                 next_tick += period
                 if next_tick < now:  # we fell behind: do not burst to catch up
                     next_tick = now + period
@@ -200,6 +264,10 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     return {
         "robots": robots,
         "filter_processes": n,
+        "policy": policy or None,
+        "policy_processes": len(policy_specs),
+        "fleet_state": fleet_state,
+        "policy_latency": percentiles(nominal_latencies) if gnn else None,
         "target_rate_hz": rate_hz,
         "driver_rate_hz": ticks / duration_s,
         "achieved_control_rate_hz": float(responses.mean() / duration_s),
@@ -217,6 +285,11 @@ def _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv) -> No
     stamp = node.get_clock().now().to_msg()
     for pub in nom_pubs:
         pub.publish(nominal)
+    if not isinstance(odom_pubs, list):  # one PoseArray with every pose
+        msg = conv.pose_array_msg(poses, stamp, "world")
+        sent[:] = time.perf_counter()
+        odom_pubs.publish(msg)
+        return
     msgs = [conv.odom_msg(pose, (0.0, 0.0), stamp, "world", f"{name}/base_link")
             for pose, name in zip(poses, fleet.names, strict=True)]
     # Robots without a filter under test first, so that the driver is free to receive as
@@ -238,13 +311,17 @@ def main(argv=None) -> int:
     parser.add_argument("--filters", type=int, default=None,
                         help="filter processes to start (default: one per robot)")
     parser.add_argument("--json", type=Path, default=Path("ros_latency.json"))
+    parser.add_argument("--policy", default="",
+                        help="policy bundle: a policy_node per robot under test")
+    parser.add_argument("--fleet-state", default="odometry", choices=("odometry", "pose_array"))
     args = parser.parse_args(argv)
     result = {
         "benchmark": "safety_filter_node odom-in -> cmd_vel-out latency",
         "machine": machine_description(),
-        "compute_only": compute_only(args.robots),
-        "compute_only_relaxed": compute_only(args.robots, crowded=True),
-        **run_bench(args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters),
+        "compute_only": compute_only(args.robots, policy=args.policy),
+        "compute_only_relaxed": compute_only(args.robots, crowded=True, policy=args.policy),
+        **run_bench(args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
+                    policy=args.policy, fleet_state=args.fleet_state),
     }
     lat, comp = result["latency"], result["compute_only"]
     worst = result["compute_only_relaxed"]
@@ -254,7 +331,11 @@ def main(argv=None) -> int:
         ("latency p50 / p90 / p99 / max [ms]",
          f"{lat['p50_ms']:.3f} / {lat['p90_ms']:.3f} / {lat['p99_ms']:.3f} / "
          f"{lat['max_ms']:.3f}  ({lat['count']} samples)"),
-        ("filter compute p50 / p99 [ms]", f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}"),
+        *([("state -> cmd_vel_nominal (policy node) p50 / p99 [ms]",
+             f"{result['policy_latency']['p50_ms']:.3f} / "
+             f"{result['policy_latency']['p99_ms']:.3f}")] if result["policy_latency"] else []),
+        ("policy + filter compute p50 / p99 [ms]" if args.policy else
+         "filter compute p50 / p99 [ms]", f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}"),
         ("  relaxed QP (crowded) p50 / p99 [ms]",
          f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f}"),
         ("achieved control rate [Hz]",
@@ -262,6 +343,7 @@ def main(argv=None) -> int:
          f"{result['min_robot_control_rate_hz']:.1f} worst robot "
          f"(driver {result['driver_rate_hz']:.1f})"),
         (f"p99 <= {TARGET_P99_MS} ms", "yes" if result["meets_target"] else "NO"),
+        ("fleet state, policy", f"{args.fleet_state}, {args.policy or 'none'}"),
         ("machine", f"{result['machine']['cpu']}, {result['machine']['cores']} cores"),
     ]
     width = max(len(r[0]) for r in rows)
