@@ -16,6 +16,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from marl_robots.sim.robots import ROBOTS
+from marl_robots.sim.robots.family import LEVELS, ROBOT_FAMILIES, GroundState, RobotFamily
 from marl_robots.sim.robots.ground import GroundParams, default_params
 from marl_robots.sim.scenarios import MIN_SPACING_M, SCENARIOS
 from marl_robots.sim.tasks import TASKS
@@ -486,3 +487,60 @@ def test_navigation_config_rejects_unknown_names():
         NavigationConfig(scenario="antipodl")
     with pytest.raises(KeyError, match="known robots: " + ", ".join(ROBOT_NAMES)):
         NavigationConfig(robot="unicylce")
+
+
+# ============================================================== robot families (any dimension)
+
+FAMILY_NAMES = ROBOT_FAMILIES.names()
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy", "jax"])
+def test_robot_family_protocol(name, xp):
+    """Shapes, levels, limits as half-spaces, and a command realised by ``to_action`` moves the
+    filter point the way the level says (velocity: displacement; acceleration: velocity)."""
+    fam = ROBOT_FAMILIES.get(name)(xp)
+    assert isinstance(fam, RobotFamily) and fam.name == name and fam.level in LEVELS
+    params = fam.default_params()
+    n, d = 3, fam.dim
+    dtype = np.float64 if xp is np else np.float32
+    pos = xp.asarray(np.arange(n * d).reshape(n, d) * 0.5 + 1.0, dtype)
+    state = fam.init(pos, params)
+    assert fam.positions(state).shape == (n, d) and fam.filter_point(state, params).shape == (n, d)
+    A, b = fam.limits(state, params)
+    assert A.shape[:1] == (n,) and A.shape[-1] == fam.command_dim == d and b.shape == A.shape[:2]
+    command = xp.asarray(np.tile([0.05, -0.04, 0.03][:d], (n, 1)), dtype)
+    assert np.all(np.einsum("nrd,nd->nr", np.asarray(A), np.asarray(command)) <= np.asarray(b))
+    dt = 0.002 if fam.level == "acceleration" else DT_S
+    steps = 200 if fam.level == "acceleration" else 1
+    p0 = np.asarray(fam.filter_point(state, params), np.float64)
+
+    def advance(state):
+        action, state = fam.to_action(state, command, params, dt)
+        return fam.step(state, action, params, dt)
+
+    advance = jax.jit(advance) if xp is jnp else advance
+    for _ in range(steps):
+        state = advance(state)
+    moved = np.asarray(fam.filter_point(state, params), np.float64) - p0
+    if fam.level == "velocity":
+        assert_allclose(moved, np.asarray(command) * DT_S, atol=1e-4)  # arc vs chord
+    else:  # 0.4 s of constant commanded acceleration: the velocity follows, ~80 ms behind
+        ratio = np.asarray(state.quad.vel, np.float64) / (np.asarray(command) * steps * dt)
+        assert np.all((ratio > 0.7) & (ratio < 1.01)), ratio
+
+
+@pytest.mark.parametrize("name", ROBOT_NAMES)
+def test_ground_family_step_is_the_model_step(name):
+    """Moving the ground robots onto the protocol changes nothing: the same arrays, bit for bit."""
+    model = ROBOTS.get(name)
+    fam = ROBOT_FAMILIES.get(name)(jnp)
+    params = default_params()
+    rng = np.random.default_rng(0)
+    pos = jnp.asarray(rng.uniform(-1, 1, (4, 2)), jnp.float32)
+    yaw = jnp.asarray(rng.uniform(-3, 3, 4), jnp.float32)
+    action = jnp.asarray(rng.uniform(-0.3, 0.3, (4, 2)), jnp.float32)
+    ref = model.step(pos, yaw, action, params, DT_S, jnp)
+    got = fam.step(GroundState(pos, yaw), action, params, DT_S)
+    assert_array_equal(np.asarray(got.pos), np.asarray(ref[0]))
+    assert_array_equal(np.asarray(got.yaw), np.asarray(ref[1]))
