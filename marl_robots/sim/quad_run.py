@@ -134,12 +134,18 @@ def _jax_episodes(env, steps: int):
     return jax.jit(jax.vmap(episode))
 
 
+@functools.lru_cache(maxsize=8)
+def _resets(env):
+    """``env.reset`` jitted and vmapped over keys (one compile instead of op-by-op dispatch)."""
+    return jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+
+
 def _rollout_engine(env, backend: str, keys, speeds, steps) -> Trace:
     from marl_robots.sim.backends import BACKENDS  # noqa: PLC0415
 
     tc = env.config.task
     params = env.default_params()
-    s0 = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+    s0 = _resets(env)(keys, params)
     e, n = s0.task.goal.shape[:2]
     h = tc.dt_s / tc.substeps
     offset = np.zeros((e, 1, 3))
@@ -271,7 +277,7 @@ def check_layout(env: qn.QuadNavigationEnv, key) -> None:
     Raises:
         ValidationError: one line naming the drones, their separation and the limit.
     """
-    s = env.reset(key, env.default_params())
+    s = jax.tree.map(lambda x: x[0], _resets(env)(key[None], env.default_params()))
     filt = env.filter_config
     limit = filt.radii_m[0] if filt is not None else env.config.safety.horizontal_m
     n = env.n
