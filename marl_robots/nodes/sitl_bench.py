@@ -65,6 +65,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _renice(niceness: int) -> None:
+    """In a new session's child: nice increment for it and for its scheduler autogroup.
+
+    With ``CONFIG_SCHED_AUTOGROUP`` (Linux default) every session is one scheduling group and
+    the CPU is shared between groups first; a plain ``nice`` only ranks processes inside their
+    group, so the group's own nice (``/proc/self/autogroup``) is set too where it exists.
+    """
+    try:
+        Path("/proc/self/autogroup").write_text(str(niceness))
+    except OSError:
+        pass  # no autogroups here: plain nice is what counts
+    os.nice(niceness)
+
+
 def run_layout(robots: int, layout: str, duration_s: float, rtf: float, scenario: str,
                seed: int, log_dir: Path, niceness: int = 0) -> dict:
     """Start one swarm, measure it for ``duration_s`` wall seconds, stop it (SIGINT).
@@ -100,7 +114,7 @@ def run_layout(robots: int, layout: str, duration_s: float, rtf: float, scenario
         procs.append((spec.fqn, log, subprocess.Popen(
             [sys.executable, "-m", spec.module, *ros_arguments(spec)], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=(lambda: os.nice(niceness)) if niceness else None)))
+            preexec_fn=(lambda: _renice(niceness)) if niceness else None)))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("sitl_bench", context=context)
