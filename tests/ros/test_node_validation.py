@@ -26,7 +26,7 @@ pytestmark = pytest.mark.ros
 
 #: Exit of a node that fails to configure: start-up plus import time on a loaded machine [s].
 EXIT_TIMEOUT_S = 60.0
-EXECUTABLES = ("sim_node", "controller_node", "safety_filter_node")
+EXECUTABLES = ("sim_node", "controller_node", "safety_filter_node", "swarm_host")
 
 
 def _with(spec, files=(), **overrides):
@@ -98,10 +98,13 @@ def test_bad_inputs_fail_configuration_naming_the_parameter(launcher, tmp_path):
 
 @pytest.mark.parametrize("executable", EXECUTABLES)
 def test_help_prints_the_parameters_and_exits_zero(executable):
-    from marl_robots.nodes.onboard import CONTROLLER_PARAMS, SAFETY_FILTER_PARAMS, SIM_PARAMS
+    from marl_robots.nodes import controller_node, safety_filter_node, swarm_host
+    from marl_robots.nodes.onboard import SIM_PARAMS
 
-    specs = {"sim_node": SIM_PARAMS, "controller_node": CONTROLLER_PARAMS,
-             "safety_filter_node": SAFETY_FILTER_PARAMS}[executable]
+    # Each executable's own table (the nodes add the fleet state input and the like).
+    specs = {"sim_node": SIM_PARAMS, "controller_node": controller_node.PARAMS,
+             "safety_filter_node": safety_filter_node.PARAMS,
+             "swarm_host": swarm_host.HOST_PARAMS}[executable]
     out = subprocess.run([sys.executable, "-m", f"marl_robots.nodes.{executable}", "--help"],
                          capture_output=True, text=True, timeout=EXIT_TIMEOUT_S)
     assert out.returncode == 0, out.stderr
