@@ -30,7 +30,7 @@ demo: setup
 		--steps 2000 --seed 0 --out runs/demo --overwrite
 
 test: setup-test
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=30
 
 lint: setup-test
 	$(VENV)/bin/ruff check marl_robots tests launch
