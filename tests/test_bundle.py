@@ -4,8 +4,8 @@ Policies under test: every shipped policy under ``policies/`` and, for each lear
 policy folder in ``marl-robots train``'s format (``mappo.save_policy``) with randomised weights
 and normalisation statistics, so that the networks' outputs are far from their near-zero
 initialisation.  Parity is measured on observations recorded from env rollouts behind the filter
-(>= ``MIN_OBSERVATIONS``): of the cooperative go-to-goal for the randomised policies (one
-compiled rollout for both), of the policy itself for shipped ones and in ``export``.
+(>= ``MIN_OBSERVATIONS``): of the randomised ``gnn`` policy for every fixture (one compiled
+rollout, which the CLI export of that policy reuses), of the policy itself for shipped ones.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from marl_robots.cli import main
 from marl_robots.policies import bundle as bd
 from marl_robots.policies.export import (
     PARITY_ATOL,
+    PARITY_OBSERVATIONS,
     export,
     jax_actions,
     load_trained,
@@ -86,16 +87,13 @@ def _write_policy(folder: Path, name: str) -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """kind -> (bundle folder, policy folder, recorded observations)."""
-    from marl_robots.policies.heuristic import GoToGoal
-
     out, rec = {}, None
     for kind in KINDS:
         root = tmp_path_factory.mktemp(kind)
         _write_policy(root / "policy", kind)
-        if rec is None:  # one recording (one compiled rollout) for both kinds
-            _, _, _, env, env_params, _ = load_trained(root / "policy")
-            nominal = GoToGoal(env, env_params)
-            rec = record_observations(env, nominal, nominal.init(), env_params, MIN_OBSERVATIONS)
+        if rec is None:  # one recording (one compiled rollout), of the first (gnn) policy
+            policy, params, _, env, env_params, _ = load_trained(root / "policy")
+            rec = record_observations(env, policy, params, env_params, PARITY_OBSERVATIONS)
         export(root / "policy", root / "bundle", record=rec)
         out[kind] = (root / "bundle", root / "policy", rec)
     return out

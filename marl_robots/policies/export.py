@@ -324,7 +324,7 @@ def record_observations(
 
     Runs ``ceil(count / (n steps))`` episodes of ``steps`` periods with the policy behind the
     env's safety filter (``wrappers.SafetyFilter``), keeping every robot's observation.  The
-    compiled program is cached per (env config, policy kind, episodes, steps).
+    compiled program is cached per (env config, policy class and options, episodes, steps).
 
     Returns:
         dict of NumPy arrays with leading axes [T = steps + 1, E]: ``obs`` [T, E, n, dim],
@@ -334,7 +334,14 @@ def record_observations(
     from marl_robots.sim import wrappers as wr  # noqa: PLC0415
 
     episodes = max(1, math.ceil(count / (env.n * steps)))
-    cache_key = (env.config, policy.name, episodes, steps)
+    kwargs = policy.kwargs() if hasattr(policy, "kwargs") else {}
+    cache_key = (
+        env.config,
+        type(policy).__name__,
+        json.dumps(kwargs, sort_keys=True),
+        episodes,
+        steps,
+    )
     if cache_key not in _RECORDERS:
         wenv = wr.SafetyFilter(wr.Vmap(env, episodes))
 
