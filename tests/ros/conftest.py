@@ -44,6 +44,8 @@ def ros_env(domain_id: int) -> dict:
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         PYTHONUNBUFFERED="1",
         RCUTILS_LOGGING_BUFFERED_STREAM="0",
+        # SIGABRT (``NodeProcess.dump_stacks``) prints every thread's Python stack.
+        PYTHONFAULTHANDLER="1",
     )
     env.pop("ROS_LOCALHOST_ONLY", None)
     return env
@@ -78,6 +80,17 @@ class NodeProcess:
     def wait(self, timeout: float) -> int:
         """Wait for the process to exit by itself; return its exit code."""
         return self.proc.wait(timeout=timeout)
+
+    def dump_stacks(self, timeout: float = 5.0) -> str:
+        """SIGABRT a process that seems stuck: faulthandler writes every thread's Python stack
+        to its log (even while a C call holds the GIL); returns the log."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGABRT)
+                self.proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        return self.log()
 
     def interrupt(self) -> None:
         """Send one SIGINT to the process group (a second one would kill it uncleanly)."""

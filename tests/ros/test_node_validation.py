@@ -86,7 +86,8 @@ def test_bad_inputs_fail_configuration_naming_the_parameter(launcher, tmp_path):
         try:
             rc = proc.wait(timeout=EXIT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{label}: still running after {EXIT_TIMEOUT_S} s\n{proc.log()}")
+            pytest.fail(f"{label}: still running after {EXIT_TIMEOUT_S} s; its stacks:\n"
+                        f"{proc.dump_stacks()}")
         log = proc.log()
         assert rc == 1, f"{label}: exited {rc}\n{log}"
         fatal = [line for line in log.splitlines() if "failed to configure" in line]
