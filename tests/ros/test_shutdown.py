@@ -22,7 +22,13 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from conftest import MIN_TIMEOUT_S, Launcher, Probe, next_domain_id  # noqa: E402
+from conftest import (  # noqa: E402
+    BAD_LOG_MARKS,
+    MIN_TIMEOUT_S,
+    Launcher,
+    Probe,
+    next_domain_id,
+)
 from geometry_msgs.msg import Twist  # noqa: E402
 
 from marl_robots.nodes.common import COMMAND_QOS  # noqa: E402
@@ -40,8 +46,6 @@ START_BUDGET_S = 150.0
 DRAIN_S = MIN_TIMEOUT_S
 #: CPU burners (one per core of the CI machine).
 BURNERS = 2
-#: Signs of an unclean exit in a node's log.
-BAD_LOG_MARKS = ("Traceback", "Exception ignored", "KeyboardInterrupt", "teardown took over")
 
 
 @pytest.fixture(scope="module")
