@@ -128,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, default=None, help="output folder")
     sim.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
     sim.add_argument("--no-animation", action="store_true", help="skip the GIF (faster)")
+    sim.add_argument(
+        "--policy",
+        default=None,
+        help="navigation: trained policy folder or shipped name instead of go-to-goal",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
 
     bench = sub.add_parser("bench", help="measure simulation throughput against a NumPy loop")
@@ -226,6 +231,20 @@ def _add_learning_parsers(sub) -> None:
     tr.add_argument("--total-steps", type=_positive_float, default=1e6, help="env steps")
     tr.add_argument("--lr", type=_positive_float, default=3e-4)
     tr.add_argument("--centralised-critic", action="store_true")
+    tr.add_argument("--critic", default="mlp", help="mlp | gnn (value network, training only)")
+    tr.add_argument("--hidden", type=_positive_int, default=32, help="GNN width")
+    tr.add_argument("--epochs", type=_positive_int, default=2, help="PPO passes per update")
+    tr.add_argument("--minibatches", type=_positive_int, default=2)
+    tr.add_argument("--discount", type=_positive_float, default=0.99)
+    tr.add_argument(
+        "--residual",
+        type=float,
+        default=0.0,
+        help="gnn: learned correction around go-to-goal, fraction of v_max (0: none)",
+    )
+    tr.add_argument(
+        "--team-reward", type=float, default=0.0, help="weight of the team mean reward, 0..1"
+    )
     tr.add_argument("--checkpoint-every", type=_positive_int, default=10, help="updates")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", type=Path, required=True, help="run folder")
@@ -279,7 +298,12 @@ def _cmd_sim(args) -> int:
     if args.safety_distance is not None:
         spec = _replace(spec, safety_distance_m=args.safety_distance)
     try:
-        metrics = run_navigation(spec, args.out, animation=not args.no_animation, quiet=args.quiet)
+        if args.policy is not None:
+            metrics = _sim_policy(spec, args)
+        else:
+            metrics = run_navigation(
+                spec, args.out, animation=not args.no_animation, quiet=args.quiet
+            )
     except ValueError as err:  # a layout that cannot hold this many robots, for example
         raise UsageError(str(err)) from None
     keys = (
@@ -303,6 +327,26 @@ def _cmd_sim(args) -> int:
             + ("" if args.no_animation else ", rollout.gif")
         )
     return 0
+
+
+def _sim_policy(spec, args) -> dict:
+    """``sim navigation --policy``: one episode with a trained policy behind the filter."""
+    from marl_robots.policies.evaluate import simulate_policy  # noqa: PLC0415
+    from marl_robots.sim.run import metrics_of, write_outputs  # noqa: PLC0415
+
+    def progress(done, total):
+        if not args.quiet:
+            print(f"  step {done}/{total} ({100 * done // total}%)", file=sys.stderr, flush=True)
+
+    try:
+        task, params, traj, agg, timing = simulate_policy(spec, args.policy, progress)
+    except FileNotFoundError as err:
+        raise UsageError(f"--policy: {err}") from None
+    metrics = metrics_of(spec, task, params, traj, agg, timing)
+    metrics["policy"] = args.policy
+    if args.out is not None:
+        write_outputs(args.out, spec, task, params, traj, metrics, not args.no_animation)
+    return metrics
 
 
 def _cmd_sim_quad(args) -> int:
@@ -415,6 +459,13 @@ def _cmd_train(args) -> int:
             episode_length=args.episode_length,
             lr=args.lr,
             centralised_critic=args.centralised_critic,
+            critic=args.critic,
+            hidden=args.hidden,
+            epochs=args.epochs,
+            minibatches=args.minibatches,
+            discount=args.discount,
+            residual=args.residual,
+            team_reward=args.team_reward,
         )
         summary = train(
             config,

@@ -8,6 +8,9 @@ import pytest
 
 from marl_robots.cli import main
 
+#: ``sim --policy go-to-goal`` against ``sim``: same computations, float32 rounding only [m].
+POS_TOL_M = 1e-5
+
 
 @pytest.mark.parametrize(
     "argv, needle",
@@ -48,3 +51,34 @@ def test_train_resume_and_eval_end_to_end(tmp_path, capsys):
     for key in ("success_rate", "min_separation_m", "filter_interventions", "qp_infeasible"):
         assert key in m
     assert len((ev / "episodes.jsonl").read_text().splitlines()) == 2
+
+
+def test_sim_with_a_policy_writes_the_sim_files(tmp_path, capsys):
+    """``sim --policy go-to-goal`` is ``sim`` (same trajectory); a trained folder also runs."""
+    import numpy as np  # noqa: PLC0415
+
+    common = ["sim", "navigation", "--robots", "4", "--scenario", "random", "--steps", "60"]
+    common += ["--no-animation", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--policy", "go-to-goal", "--out", str(tmp_path / "pol")]) == 0
+    plain = np.load(tmp_path / "plain" / "rollout.npz")
+    pol = np.load(tmp_path / "pol" / "rollout.npz")
+    assert plain["pos"].shape == pol["pos"].shape
+    np.testing.assert_allclose(pol["pos"], plain["pos"], atol=POS_TOL_M)
+    np.testing.assert_array_equal(pol["reached_step"], plain["reached_step"])
+    m_plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    m_pol = json.loads((tmp_path / "pol" / "metrics.json").read_text())
+    assert m_pol["policy"] == "go-to-goal"
+    assert set(m_plain) <= set(m_pol)
+    for key in ("collisions", "success_rate", "filter_interventions", "qp_infeasible"):
+        assert m_pol[key] == m_plain[key], key
+    assert (tmp_path / "pol" / "trajectories.png").is_file()
+
+
+def test_sim_policy_user_errors(tmp_path, capsys):
+    argv = ["sim", "navigation", "--robots", "4", "--steps", "10", "--policy"]
+    assert main([*argv, "nowhere", "--out", str(tmp_path / "a")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main([*argv, "go-to-goal", "--filter", "none", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--filter cbf" in err and err.count("\n") == 1, err

@@ -3,7 +3,8 @@
 Each example drives 8 unicycles in ``corridor`` (two groups head-on through a 0.35 m gap
 between two large obstacles, inside the arena walls) for ``STEPS`` steps with raw policy
 outputs chosen by hypothesis: Gaussian noise of any scale, saturated extremes, bang-bang
-switching every step, non-finite values, and for ``gnn`` an adversarial mode that commands
+switching every step, non-finite values, and for ``gnn`` (plain, and as a residual around
+go-to-goal) an adversarial mode that commands
 every robot at full speed towards its nearest neighbour.  The raw outputs go through the
 policy's own bounded map (``to_action``) and the env's safety filter, as in training and
 deployment.  Asserted: no robot pair ever closer than the safety distance between centres
@@ -40,14 +41,17 @@ def _runner(kind: str):
     base = NavigationEnv(EnvConfig(task=NavigationConfig(robots=N, scenario="corridor")))
     env = wr.SafetyFilter(base)
     params = base.default_params()
-    policy = POLICIES.get(kind)(base, params)
+    if kind == "gnn-residual":  # go-to-goal plus a full-authority learned correction
+        policy = POLICIES.get("gnn")(base, params, residual=1.0)
+    else:
+        policy = POLICIES.get(kind)(base, params)
     lay = base.obs_layout
 
     def run(raw_seq, adversarial):
         s0 = env.reset(jax.random.PRNGKey(0), params)
 
         def body(s, raw):
-            if kind == "gnn":
+            if kind.startswith("gnn"):
                 o = lay.split(s.obs)
                 to_nbr = o["nbr_pos"][:, 0] + 1e-6
                 ram = 1e3 * to_nbr / jnp.linalg.norm(to_nbr, axis=-1, keepdims=True)
@@ -83,7 +87,7 @@ def _raw_sequence(mode: str, seed: int, scale: float, dim: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["gnn", "cbf-tuning"])
+@pytest.mark.parametrize("kind", ["gnn", "gnn-residual", "cbf-tuning"])
 @settings(
     max_examples=4,
     deadline=None,

@@ -10,7 +10,9 @@ gain and every ``--policy`` are evaluated with each ``--robots`` count, ``--epis
 episodes of ``--steps`` steps per cell (``marl-robots eval`` semantics).  Writes
 ``compare.json`` (every cell's metrics, the sweep) and ``table.md``; prints the table.
 Deterministic scenarios (antipodal, corridor, crossing) give identical episodes: their cells
-are one episode repeated.
+are one episode repeated, so ``--deterministic-episodes`` may run fewer of them (the table's
+``episodes`` column says how many ran).  ``--fixed-gamma corridor=1,...`` skips the sweep for
+the scenarios it names (use the gains of an earlier sweep, and say so).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from pathlib import Path
 
 from marl_robots.policies.evaluate import evaluate
 
+#: Scenarios whose layout ignores the seed: every episode of a cell is the same.
+DETERMINISTIC = ("antipodal", "corridor", "crossing")
 COLUMNS = (
+    ("episodes", "episodes", "{}"),
     ("success_rate", "success", "{:.3f}"),
     ("mean_time_to_goal_s", "time to goal [s]", "{:.1f}"),
     ("min_separation_m", "min sep. [m]", "{:.3f}"),
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", action="append", default=[], help="label=folder (repeatable)")
+    p.add_argument("--deterministic-episodes", type=int, default=None)
+    p.add_argument("--fixed-gamma", default="", help="scenario=gain,... (no sweep for these)")
     args = p.parse_args(argv)
+    fixed = dict(kv.split("=") for kv in args.fixed_gamma.split(",") if kv)
     scenarios = args.scenarios.split(",")
     robots = [int(r) for r in args.robots.split(",")]
     gammas = [float(g) for g in args.gammas.split(",")]
@@ -55,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     result = {"protocol": vars(args) | {"out": str(args.out)}, "sweep": {}, "cells": []}
-    common = dict(episodes=args.episodes, steps=args.steps, seed=args.seed)
     for sc in scenarios:
-        best = None
-        for g in gammas:
+        episodes = args.episodes
+        if sc in DETERMINISTIC and args.deterministic_episodes:
+            episodes = args.deterministic_episodes
+        common = dict(episodes=episodes, steps=args.steps, seed=args.seed)
+        best = (None, float(fixed[sc])) if sc in fixed else None
+        for g in [] if sc in fixed else gammas:
             m, _ = evaluate("go-to-goal", sc, args.sweep_robots, gamma=g, **common)
             log(f"sweep {sc} gamma={g:g}: success {m['success_rate']:.3f}")
             result["sweep"].setdefault(sc, []).append(m)

@@ -211,3 +211,103 @@ def evaluate(
         "env_steps_per_s": episodes * steps / max(timing["run_s"], 1e-9),
     }
     return summary, rows
+
+
+def simulate_policy(spec, source: str, progress=None):
+    """One ``marl-robots sim`` episode with ``source`` (policy folder or name) in the loop.
+
+    The policy's deterministic action passes the env's CBF safety filter (decentralised), as
+    in ``evaluate``; the result has the shapes of ``sim.run.simulate`` so that
+    ``sim.run.metrics_of`` and ``sim.run.write_outputs`` write the usual files.
+
+    Args:
+        spec: ``sim.run.RunSpec`` (robots, scenario, robot, gamma, steps, seed; the filter
+            must be ``cbf`` in ``decentralised`` mode with ``linear`` class-K).
+        source: policy folder, shipped policy name or registered name.
+        progress: optional ``(done, total)`` callback.
+
+    Returns:
+        ``(task, robot params, trajectory dict of NumPy arrays, aggregates, timing dict)``.
+    """
+    from marl_robots.sim.run import build, prng_key  # noqa: PLC0415
+    from marl_robots.sim.tasks.navigation import NavigationConfig  # noqa: PLC0415
+
+    if (spec.filter, spec.filter_mode, spec.class_k) != ("cbf", "decentralised", "linear"):
+        raise ValueError(
+            "--policy runs behind the env's filter: --filter cbf --filter-mode decentralised "
+            "--class-k linear"
+        )
+    task, _, robot_params, _ = build(spec)  # validates steps, safety distance and layout
+    cfg = EnvConfig(
+        task=NavigationConfig(robots=spec.robots, scenario=spec.scenario, robot=spec.robot)
+    )
+    base = NavigationEnv(cfg)
+    env_params = base.default_params(spec.gamma)
+    policy, params, _ = resolve_policy(source, base, env_params)
+    env = wr.SafetyFilter(base)
+    n = base.n
+    robot = base.task.robot
+
+    def body(s, _):
+        action = policy.apply(params, s.obs)
+        u, _ = env.filter(s, action, env_params)
+        cmd = robot.from_point_velocity(u, s.task.yaw, env_params.robot, jnp)
+        s = env.step(s, action, env_params)
+        m = base.task.metrics(s.task, env_params.robot)
+        diff = s.task.pos[:, None] - s.task.pos[None]
+        close = jnp.sum(diff * diff, -1) < env_params.robot.diameter_m**2
+        close = close & ~jnp.eye(n, dtype=bool)
+        rec = {
+            "pos": s.task.pos,
+            "yaw": s.task.yaw,
+            "action": cmd,
+            "status": s.info["filter_status"],
+            "intervened": s.cost["intervention"] > 0,
+            "min_separation_m": m.min_separation_m,
+            "colliding_pairs": m.colliding_pairs,
+            "at_goal": m.at_goal,
+            "obstacle_clearance_m": m.obstacle_clearance_m,
+            "close": close,
+        }
+        return s, rec
+
+    chunk = min(250, spec.steps)
+    s0 = env.reset(prng_key(spec.seed), env_params)
+    t0 = time.perf_counter()
+    run = {
+        k: jax.jit(lambda s, k=k: jax.lax.scan(body, s, None, length=k)).lower(s0).compile()
+        for k in {chunk, spec.steps % chunk} - {0}
+    }
+    compile_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    s, pieces, done = s0, [], 0
+    while done < spec.steps:
+        k = min(chunk, spec.steps - done)
+        s, rec = run[k](s)
+        pieces.append(jax.device_get(rec))
+        done += k
+        if progress is not None:
+            progress(done, spec.steps)
+    run_s = time.perf_counter() - t1
+    rec = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+    traj = {
+        "pos": np.concatenate([np.asarray(s0.task.pos)[None], rec["pos"]]),
+        "yaw": np.concatenate([np.asarray(s0.task.yaw)[None], rec["yaw"]]),
+    }
+    for name in ("action", "status", "intervened", "min_separation_m", "colliding_pairs"):
+        traj[name] = rec[name]
+    traj["at_goal"] = rec["at_goal"]
+    traj["goal"] = np.asarray(s.task.goal)
+    traj["obstacles"] = np.asarray(s.task.obstacles)
+    traj["obstacle_mask"] = np.asarray(s.task.obstacle_mask)
+    traj["reached_step"] = np.asarray(s.task.reached_step)
+    first = base.task.metrics(s0.task, env_params.robot)
+    agg = {
+        "min_separation_m": float(min(first.min_separation_m, rec["min_separation_m"].min())),
+        "collided": np.logical_or.reduce(rec["close"], axis=0),
+        "interventions": int(rec["intervened"].sum()),
+        "relaxed": int((rec["status"] == FilterStatus.RELAXED).sum()),
+        "infeasible": int((rec["status"] >= FilterStatus.INFEASIBLE).sum()),
+        "min_obstacle_clearance_m": float(rec["obstacle_clearance_m"].min()),
+    }
+    return task, robot_params, traj, agg, {"compile_s": compile_s, "run_s": run_s}

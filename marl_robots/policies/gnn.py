@@ -13,7 +13,9 @@ messages, and an MLP of ``[h_i, pooled]`` gives the output.  Hence
 Policies (both bounded, so that no network output leaves the filter's contract):
 
 * ``GNNPolicy`` (``gnn``) - raw action a in R^d, command ``u = v_max tanh(a)``: a nominal
-  control-point velocity, always filtered.
+  control-point velocity, always filtered.  With ``residual = r > 0`` the command is the
+  cooperative go-to-goal plus a learned correction, ``clip(u_gtg + r v_max tanh(a), +-v_max)``
+  (go-to-goal is computed from the same local observation: still decentralised).
 * ``CBFTuningPolicy`` (``cbf-tuning``) - raw action a in R, per-robot class-K gain
   ``gamma = exp(log lo + (log hi - log lo) sigmoid(a + a0))`` within
   ``wrappers.GAMMA_BOUNDS`` (a0 puts the untrained policy at the default gain), with the
@@ -36,9 +38,29 @@ from marl_robots.policies.heuristic import go_to_goal_from_obs, nominal_params
 from marl_robots.sim.env import DEFAULT_GAMMA, ObsLayout
 from marl_robots.sim.wrappers import GAMMA_BOUNDS
 
-HIDDEN = 64
+HIDDEN = 32
 #: Initial standard deviation of the raw action.
 INIT_STD = 0.5
+
+
+class _SplitDense(nn.Module):
+    """``nn.Dense`` on ``[h broadcast over entities, e]`` computed as ``h W_h + e W_e + b``.
+
+    Same parameters (``kernel`` [2H, H], ``bias`` [H]) and the same function as a Dense on the
+    concatenation, but ``h W_h`` is computed once per robot instead of once per entity.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, e: jax.Array) -> jax.Array:
+        """Map h [..., H] and e [..., E, H'] to [..., E, features]."""
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (h.shape[-1] + e.shape[-1], self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        hw = h @ kernel[: h.shape[-1]] + bias
+        return hw[..., None, :] + e @ kernel[h.shape[-1] :]
 
 
 class GNN(nn.Module):
@@ -77,13 +99,19 @@ class GNN(nn.Module):
             masks.append(o["obst_mask"])
         e = jnp.concatenate(ents, axis=-2)
         mask = jnp.concatenate(masks, axis=-1)
-        hb = jnp.broadcast_to(h[..., None, :], e.shape)
-        msg = nn.tanh(nn.Dense(self.hidden, name="msg")(jnp.concatenate([hb, nn.tanh(e)], -1)))
+        msg = nn.tanh(_SplitDense(self.hidden, name="msg")(h, nn.tanh(e)))
         logits = nn.Dense(1, name="attn")(msg)[..., 0]
         logits = jnp.where(mask, logits, -1e9)
         w = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, -1, keepdims=True))) * mask
         w = w / jnp.maximum(jnp.sum(w, -1, keepdims=True), 1e-9)
-        pooled = jnp.sum(w[..., None] * nn.Dense(self.hidden, name="value")(msg), axis=-2)
+        # sum_j w_j (W m_j + b) computed as W (sum_j w_j m_j) + b sum_j w_j: the same function
+        # and parameters as a Dense on every message, one matmul per robot instead of per entity.
+        mixed = jnp.sum(w[..., None] * msg, axis=-2)
+        value = nn.Dense(self.hidden, name="value")
+        pooled = (
+            value(mixed)
+            + (jnp.sum(w, -1, keepdims=True) - 1.0) * value.variables["params"]["bias"]
+        )
         z = nn.tanh(nn.Dense(self.hidden, name="out_hidden")(jnp.concatenate([h, pooled], -1)))
         init = nn.initializers.variance_scaling(self.out_scale, "fan_in", "truncated_normal")
         return nn.Dense(self.out_dim, kernel_init=init, name="out")(z)
@@ -95,11 +123,16 @@ class _Learned:
     learned = True
     raw_dim: int
 
-    def __init__(self, env, env_params=None) -> None:
+    def __init__(self, env, env_params=None, hidden: int = HIDDEN) -> None:
         self.layout: ObsLayout = env.obs_layout
         p = env_params if env_params is not None else env.default_params()
         self.v_max = p.robot.v_max
-        self.net = GNN(self.layout, self.raw_dim)
+        self.hidden = hidden
+        self.net = GNN(self.layout, self.raw_dim, hidden=hidden)
+
+    def kwargs(self) -> dict:
+        """The constructor options that a saved bundle needs to rebuild this policy."""
+        return {"hidden": self.hidden}
 
     def init(self, key: jax.Array) -> dict:
         """Fresh params (identity observation normalisation)."""
@@ -130,14 +163,29 @@ class GNNPolicy(_Learned):
 
     name = "gnn"
 
-    def __init__(self, env, env_params=None) -> None:
+    def __init__(self, env, env_params=None, hidden: int = HIDDEN, residual: float = 0.0):
+        """``residual`` > 0: the command is go-to-goal plus ``residual * v_max tanh(a)``."""
         self.raw_dim = env.obs_layout.d
-        super().__init__(env, env_params)
+        super().__init__(env, env_params, hidden)
+        if not 0.0 <= residual <= 2.0:
+            raise ValueError(f"residual must lie in [0, 2], got {residual}")
+        self.residual = float(residual)
+        self.nominal = nominal_params(env, env_params) if residual else None
+
+    def kwargs(self) -> dict:
+        return {**super().kwargs(), "residual": self.residual}
 
     def to_action(self, raw: jax.Array, obs: jax.Array) -> jax.Array:
-        """Bounded control-point velocity: each component within +-v_max."""
-        del obs
-        return self.v_max * jnp.tanh(raw)
+        """Bounded control-point velocity [..., n, d]: each component within +-v_max.
+
+        Plain: ``v_max tanh(a)``.  Residual: ``clip(go_to_goal(obs) + residual v_max tanh(a),
+        -v_max, v_max)`` - still a function of robot i's own observation only.
+        """
+        if not self.residual:
+            return self.v_max * jnp.tanh(raw)
+        base = go_to_goal_from_obs(self.layout, self.nominal, obs)
+        u = base + self.residual * self.v_max * jnp.tanh(raw)
+        return jnp.clip(u, -self.v_max, self.v_max)
 
 
 class CBFTuningPolicy(_Learned):
@@ -146,8 +194,8 @@ class CBFTuningPolicy(_Learned):
     name = "cbf-tuning"
     raw_dim = 1
 
-    def __init__(self, env, env_params=None, bounds=GAMMA_BOUNDS) -> None:
-        super().__init__(env, env_params)
+    def __init__(self, env, env_params=None, bounds=GAMMA_BOUNDS, hidden: int = HIDDEN):
+        super().__init__(env, env_params, hidden)
         self.bounds = bounds
         self.nominal = nominal_params(env, env_params)
         lo, hi = math.log(bounds[0]), math.log(bounds[1])

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,13 @@ class TrainConfig:
         lr: Adam step size; max_grad_norm: global gradient-norm clip.
         discount, gae_lambda, clip, entropy_coef, value_coef: PPO constants.
         centralised_critic: critic also sees the team's mean observation.
+        hidden: width of the actor's GNN (and of a ``gnn`` critic).
+        critic: ``mlp`` (two 64-wide layers on the flat observation: cheap, training only)
+            or ``gnn`` (the actor's architecture).
+        residual: ``gnn`` only - scale of the learned correction around go-to-goal
+            (0: the network commands the velocity alone).
+        team_reward: weight w of the team mean in each robot's reward,
+            ``(1 - w) r_i + w mean_j r_j`` (1: fully cooperative reward).
         normalise_obs, normalise_reward: running normalisers on/off.
         zero_grad: zero every gradient (learning must then fail; for tests only).
     """
@@ -84,9 +92,19 @@ class TrainConfig:
     entropy_coef: float = 0.0
     value_coef: float = 0.5
     centralised_critic: bool = False
+    hidden: int = 32
+    critic: str = "mlp"
+    residual: float = 0.0
+    team_reward: float = 0.0
     normalise_obs: bool = True
     normalise_reward: bool = True
     zero_grad: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.team_reward <= 1.0:
+            raise ValueError(f"team_reward must lie in [0, 1], got {self.team_reward}")
+        if self.residual and self.policy != "gnn":
+            raise ValueError("residual applies to the gnn policy only")
 
     def env_config(self) -> EnvConfig:
         """The ``EnvConfig`` of the training instance."""
@@ -107,7 +125,26 @@ class TrainConfig:
     def from_json(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["arena_m"] = tuple(d["arena_m"])
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
         return cls(**d)
+
+
+class CriticMLP(nn.Module):
+    """Value MLP on the flat (normalised) observation [..., obs_dim] (+ ``extra``) -> [..., 1].
+
+    The critic is used in training only, so it need not be permutation-invariant; an MLP costs
+    a fraction of the attention GNN per sample.
+    """
+
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+        x = obs if extra is None else jnp.concatenate([obs, extra], -1)
+        x = nn.tanh(nn.Dense(self.hidden)(x))
+        x = nn.tanh(nn.Dense(self.hidden)(x))
+        return nn.Dense(1)(x)
 
 
 class RunningStats(NamedTuple):
@@ -158,10 +195,15 @@ class Trainer:
             wr.SafetyFilter(wr.Vmap(wr.Episode(base, c.episode_length), c.num_envs))
         )
         self.env_params = base.default_params()
-        self.policy = POLICIES.get(c.policy)(base, self.env_params)
+        self.policy = POLICIES.get(c.policy)(base, self.env_params, **policy_kwargs(c))
         if not getattr(self.policy, "learned", False):
             raise ValueError(f"policy {c.policy!r} has no parameters to train")
-        self.critic_net = GNN(base.obs_layout, 1, out_scale=1.0)
+        if c.critic == "gnn":
+            self.critic_net = GNN(base.obs_layout, 1, hidden=c.hidden, out_scale=1.0)
+        elif c.critic == "mlp":
+            self.critic_net = CriticMLP()
+        else:
+            raise ValueError(f"critic must be 'mlp' or 'gnn', got {c.critic!r}")
         self.optimiser = optax.chain(
             optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr, eps=1e-5)
         )
@@ -222,9 +264,18 @@ class Trainer:
             v = self.value(ts.critic, ts.actor, obs)
             nxt = env.step(env_state, self.policy.to_action(raw, obs), params)
             reward = total_reward(nxt, self.env.config.cost_weights)
+            if c.team_reward:
+                team = jnp.mean(reward, axis=-1, keepdims=True)
+                reward = (1.0 - c.team_reward) * reward + c.team_reward * team
             done = nxt.done
             trunc = nxt.info["truncation"]
-            v_final = self.value(ts.critic, ts.actor, nxt.info["final_obs"])
+            # The final observation's value only matters where an episode was truncated.
+            v_final = jax.lax.cond(
+                jnp.any(trunc),
+                lambda o: self.value(ts.critic, ts.actor, o),
+                lambda o: jnp.zeros(o.shape[:-1], jnp.float32),
+                nxt.info["final_obs"],
+            )
             returns = returns * c.discount + reward
             ret_stats = ret_stats.update(returns)
             returns = jnp.where(done[:, None], 0.0, returns)
@@ -359,6 +410,14 @@ class Trainer:
         return cache[updates]
 
 
+def policy_kwargs(config: TrainConfig) -> dict:
+    """Constructor options of the trained policy (saved in the bundle's ``policy.json``)."""
+    kw = {"hidden": config.hidden}
+    if config.policy == "gnn":
+        kw["residual"] = config.residual
+    return kw
+
+
 @functools.lru_cache(maxsize=4)
 def trainer_for(config: TrainConfig) -> Trainer:
     """The ``Trainer`` of ``config``, shared so that its compiled programs are reused."""
@@ -388,14 +447,19 @@ def save_policy(path: Path, policy_name: str, actor: dict, config: TrainConfig, 
     """Write a policy bundle: ``params.msgpack`` and ``policy.json`` (name, configs, metrics)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "params.msgpack").write_bytes(flax.serialization.to_bytes(jax.device_get(actor)))
-    meta = {"policy": policy_name, "train_config": config.to_json(), **extra}
+    meta = {
+        "policy": policy_name,
+        "policy_kwargs": policy_kwargs(config),
+        "train_config": config.to_json(),
+        **extra,
+    }
     (path / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_policy(path: Path, env, env_params=None):
     """``(policy, params, meta)`` of a bundle written by ``save_policy``, for ``env``."""
     meta = json.loads((path / "policy.json").read_text())
-    policy = POLICIES.get(meta["policy"])(env, env_params)
+    policy = POLICIES.get(meta["policy"])(env, env_params, **meta.get("policy_kwargs", {}))
     template = policy.init(jax.random.PRNGKey(0))
     params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
     return policy, jax.tree_util.tree_map(jnp.asarray, params), meta
