@@ -10,8 +10,8 @@ For every scenario and seed it runs
   processes on a private loopback domain, until ``--steps`` simulated periods have passed;
   the figures come from ``sim_node``'s status.
 
-and prints one row per (scenario, seed, side): success (JAX: fraction of robots at their goal
-at the end; ROS: fraction that reached it), mean time to goal [s], minimum separation [m] and
+and prints one row per (scenario, seed, side): the fraction of robots that reached their goal
+(JAX also: at their goal at the end), mean time to goal [s], minimum separation [m] and
 collisions (pairs closer than the body diameter).  The bundle is exported from the policy
 folder first (``marl-robots export``, parity checked) unless ``--bundle`` is given.
 
@@ -110,7 +110,7 @@ def ros_episode(bundle: str, scenario: str, robots: int, seed: int, steps: int, 
     reached = [int(r) for r in str(last["reached_step"]).split()]
     times = [r * dt for r in reached if r >= 0]
     return {
-        "success_rate": sum(r >= 0 for r in reached) / robots,
+        "reached_rate": sum(r >= 0 for r in reached) / robots,
         "mean_time_to_goal_s": sum(times) / len(times) if times else None,
         "min_separation_m": float(last["min_separation_m"]),
         "collisions": int(float(last["collisions"])),
@@ -122,13 +122,27 @@ def ros_episode(bundle: str, scenario: str, robots: int, seed: int, steps: int, 
 
 def jax_episode(policy_dir: str, scenario: str, robots: int, seed: int, steps: int) -> dict:
     """One JAX episode of ``policies.evaluate`` (same figures)."""
-    from marl_robots.policies.evaluate import evaluate  # noqa: PLC0415 - JAX
+    from marl_robots.policies.evaluate import (  # noqa: PLC0415 - JAX
+        evaluate,
+        resolve_policy,
+        rollout_episodes,
+    )
+    from marl_robots.sim.env import EnvConfig, NavigationEnv  # noqa: PLC0415
+    from marl_robots.sim.tasks.navigation import NavigationConfig  # noqa: PLC0415
 
     summary, rows = evaluate(policy_dir, scenario, robots, "unicycle", 1, steps, seed,
                              defaults.GAMMA)
     r = rows[0]
-    return {k: r[k] for k in ("success_rate", "mean_time_to_goal_s", "min_separation_m",
-                              "collisions", "filter_interventions")}
+    # Robots that ever reached their goal (what sim_node reports), from the same program.
+    config = EnvConfig(task=NavigationConfig(robots=robots, scenario=scenario, robot="unicycle"))
+    base = NavigationEnv(config)
+    policy, params, _ = resolve_policy(policy_dir, base, base.default_params(defaults.GAMMA))
+    agg, _ = rollout_episodes(config, policy, params, 1, steps, seed, defaults.GAMMA)
+    fig = {k: r[k] for k in ("mean_time_to_goal_s", "min_separation_m", "collisions",
+                             "filter_interventions")}
+    reached = agg["reached_step"][0]
+    return {"reached_rate": float((reached >= 0).mean()), "success_at_end": r["success_rate"],
+            **fig}
 
 
 def main(argv=None) -> int:
@@ -161,7 +175,7 @@ def main(argv=None) -> int:
             for side, fig in (("JAX", j), ("ROS", r)):
                 rows.append({"scenario": scenario, "seed": seed, "side": side, **fig})
                 ttg = fig["mean_time_to_goal_s"]
-                print(f"{scenario:<10} seed {seed}  {side}  success {fig['success_rate']:.3f}  "
+                print(f"{scenario:<10} seed {seed}  {side}  reached {fig['reached_rate']:.3f}  "
                       f"time to goal {'-' if ttg is None else f'{ttg:.1f} s'}  "
                       f"min separation {fig['min_separation_m']:.3f} m  "
                       f"collisions {fig['collisions']}", flush=True)
