@@ -6,8 +6,9 @@ discovery on a private domain) and drives them from this process at ``--rate-hz`
 each filter answers its own odometry with one ``cmd_vel``.  Latency is measured per robot from
 just before its odometry is published to the arrival of its ``cmd_vel``, so it includes DDS
 transport both ways and this driver's own Python overhead.  Also reported: the achieved control
-rate (commands per robot per second) and, for reference, the compute time of the pure filter
-call alone.
+rate (commands per robot per second) and the compute time of the pure filter call alone: the
+node's fast path (``onboard.filter_command``) and, side by side, the NumPy reference path
+(``onboard.filter_command_reference``), at the start layout and crowded (every call relaxes).
 
     python -m marl_robots.nodes.latency_bench --robots 16 --rate-hz 100 --duration-s 10 \
         --json ros_latency.json
@@ -39,6 +40,8 @@ from marl_robots.core.machine import machine_description as base_machine_descrip
 
 #: Target p99 latency [ms].
 TARGET_P99_MS = 2.0
+#: Target p99 of the per-robot filter compute alone (the node's path, start layout) [ms].
+TARGET_COMPUTE_P99_MS = 0.2
 
 
 def machine_description() -> dict:
@@ -59,7 +62,7 @@ def percentiles(samples_s, qs=(50, 90, 99)) -> dict:
 
 
 def compute_only(robots: int, crowded: bool = False, repeats: int = 1000,
-                 policy: str = "") -> dict:
+                 policy: str = "", reference: bool = False) -> dict:
     """Time of the pure per-robot filter call (``onboard.filter_command``) alone.
 
     Args:
@@ -68,6 +71,8 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000,
             relaxed (interior-point) path: the worst case.  Otherwise the start layout.
         repeats: calls timed.
         policy: a bundle; then each call is the policy step followed by the filter call.
+        reference: time ``onboard.filter_command_reference`` (``filter_robots`` with NumPy,
+            n = 1), the path the node ran before its fast path, instead.
 
     """
     from marl_robots.nodes.expansion import fleet_parameters  # noqa: PLC0415
@@ -75,6 +80,7 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000,
     from marl_robots.nodes.onboard import (  # noqa: PLC0415
         SAFETY_FILTER_PARAMS,
         filter_command,
+        filter_command_reference,
         param_defaults,
         pipeline_setup,
     )
@@ -100,11 +106,12 @@ def compute_only(robots: int, crowded: bool = False, repeats: int = 1000,
                 return po.velocity_command(out, poses[i, 2], pset)
             return np.array([0.2, 0.0])
 
+    call = filter_command_reference if reference else filter_command
     times = []
     for k in range(repeats):
         t0 = time.perf_counter()
         nominal = step(k % robots) if step else np.array([0.2, 0.0])
-        filter_command(poses, k % robots, nominal, setup)
+        call(poses, k % robots, nominal, setup)
         times.append(time.perf_counter() - t0)
     return percentiles(times)
 
@@ -318,13 +325,21 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "safety_filter_node odom-in -> cmd_vel-out latency",
         "machine": machine_description(),
-        "compute_only": compute_only(args.robots, policy=args.policy),
-        "compute_only_relaxed": compute_only(args.robots, crowded=True, policy=args.policy),
+        "compute_only": compute_only(args.robots, repeats=5000, policy=args.policy),
+        "compute_only_reference": compute_only(args.robots, policy=args.policy,
+                                               reference=True),
+        "compute_only_relaxed": compute_only(args.robots, crowded=True, repeats=300,
+                                             policy=args.policy),
+        "compute_only_relaxed_reference": compute_only(args.robots, crowded=True, repeats=300,
+                                                       policy=args.policy, reference=True),
         **run_bench(args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
                     policy=args.policy, fleet_state=args.fleet_state),
     }
     lat, comp = result["latency"], result["compute_only"]
     worst = result["compute_only_relaxed"]
+    ref, worst_ref = result["compute_only_reference"], result["compute_only_relaxed_reference"]
+    result["target_compute_p99_ms"] = TARGET_COMPUTE_P99_MS
+    result["meets_compute_target"] = bool(comp["p99_ms"] <= TARGET_COMPUTE_P99_MS)
     rows = [
         ("robots x rate", f"{args.robots} x {args.rate_hz:.0f} Hz, "
                           f"{result['filter_processes']} filter processes"),
@@ -335,9 +350,14 @@ def main(argv=None) -> int:
              f"{result['policy_latency']['p50_ms']:.3f} / "
              f"{result['policy_latency']['p99_ms']:.3f}")] if result["policy_latency"] else []),
         ("policy + filter compute p50 / p99 [ms]" if args.policy else
-         "filter compute p50 / p99 [ms]", f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}"),
+         "filter compute p50 / p99 [ms]",
+         f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}  (NumPy reference path "
+         f"{ref['p50_ms']:.3f} / {ref['p99_ms']:.3f})"),
         ("  relaxed QP (crowded) p50 / p99 [ms]",
-         f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f}"),
+         f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f}  (NumPy reference path "
+         f"{worst_ref['p50_ms']:.3f} / {worst_ref['p99_ms']:.3f})"),
+        (f"filter compute p99 <= {TARGET_COMPUTE_P99_MS} ms",
+         "yes" if result["meets_compute_target"] else "NO"),
         ("achieved control rate [Hz]",
          f"{result['achieved_control_rate_hz']:.1f} mean, "
          f"{result['min_robot_control_rate_hz']:.1f} worst robot "
