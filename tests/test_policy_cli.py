@@ -82,3 +82,13 @@ def test_sim_policy_user_errors(tmp_path, capsys):
     assert main([*argv, "go-to-goal", "--filter", "none", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "--filter cbf" in err and err.count("\n") == 1, err
+
+
+def test_shipped_policy_found_by_name(tmp_path):
+    """``policies/navigation_gnn`` (shipped) loads by name through ``core.paths`` and runs."""
+    ev = tmp_path / "eval"
+    argv = ["eval", "navigation_gnn", "--scenario", "corridor", "--robots", "8"]
+    assert main([*argv, "--episodes", "1", "--steps", "20", "--out", str(ev)]) == 0
+    m = json.loads((ev / "metrics.json").read_text())
+    assert m["policy"] == "gnn" and m["policy_source"] == "navigation_gnn"
+    assert m["collisions"] == 0
