@@ -95,7 +95,7 @@ def project_2d_enumerate(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Project
     return Projection(u, feasible)
 
 
-def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Projection:
+def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL, bound=None) -> Projection:
     """Project ``u0`` onto the polygon ``{u : A u <= b}`` exactly, adding rows one at a time.
 
     Incremental (Seidel-style) algorithm: keep the optimum ``u`` of the rows seen so far; when
@@ -112,12 +112,18 @@ def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Projection:
         u0: [..., 2] point to project.
         xp: ``numpy`` or ``jax.numpy``.
         feas_tol: allowed violation of a (normalised) row, in units of u.
+        bound: optional [...] radius with ``{u : A u <= b}`` inside the disc ``|u| <= bound``
+            (the rows hold an actuator box: its circumradius).  A row whose normalised
+            right-hand side is ``>= bound`` is then implied by the others (the polygon, and so
+            the projection and its feasibility, are unchanged without it), and the JAX path
+            leaves it out of the projection (``_project_pruned``).  The NumPy reference
+            ignores it.
 
     Returns:
         ``Projection(u, feasible)``; where infeasible, ``u`` is ``u0`` and ``feasible`` False.
     """
     if getattr(xp, "__name__", "").startswith("jax"):
-        return _project_2d_jax(A, b, u0, feas_tol)
+        return _project_2d_jax(A, b, u0, feas_tol, bound)
     return _project_2d(A, b, u0, xp, feas_tol)
 
 
@@ -127,6 +133,11 @@ CPU_CHUNK = 64
 #: compact the problems that need a projection into a budget of this fraction of the batch.
 SPARSE_MIN = 16
 SPARSE_FRACTION = 0.25
+#: Rows kept per problem by the pruned projection (``_project_pruned``); the problems with more
+#: rows that may be active are solved on all their rows, compacted into 1/PRUNED_OVERFLOW of
+#: the batch (exact whole-batch fallback beyond it).
+PRUNED_ROWS = 8
+PRUNED_OVERFLOW = 16
 
 
 def _normalised_rows(A, b, xp):
@@ -201,12 +212,12 @@ def _bcast(mask, x):
     return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
-def _project_2d_jax(A, b, u0, feas_tol):
+def _project_2d_jax(A, b, u0, feas_tol, bound=None):
     """JAX ``project_2d``: only the problems whose ``u0`` violates a row are solved.
 
     The others are returned as they are (exact: a feasible point is its own projection); those
-    in need are compacted (``sparse_apply``) and solved by ``_project_2d_vec``, chunk by chunk
-    on the CPU.
+    in need are compacted (``sparse_apply``) and solved by ``_project_2d_vec`` (with ``bound``:
+    on their rows that may be active, ``_project_pruned``), chunk by chunk on the CPU.
     """
     import jax.numpy as jnp  # noqa: PLC0415
 
@@ -214,14 +225,56 @@ def _project_2d_jax(A, b, u0, feas_tol):
     total = int(np.prod(lead)) if lead else 1
     m = A.shape[-2]
     flat = (A.reshape(total, m, 2), b.reshape(total, m), u0.reshape(total, 2))
+    if bound is None or m <= PRUNED_ROWS:
+
+        def solve(x):
+            return _chunked_vec(*x, feas_tol)
+    else:
+        flat = flat + (jnp.broadcast_to(bound, lead).reshape(total).astype(u0.dtype),)
+
+        def solve(x):
+            return _project_pruned(*x, feas_tol)
+
     if total == 1 or m == 0:
-        sol = _project_2d_vec(*flat, jnp, feas_tol)
+        sol = solve(flat)
     else:
         need = jnp.any(violated_rows(flat[0], flat[1], flat[2], jnp), axis=-1)
         default = Projection(flat[2], jnp.ones((total,), dtype=bool))
         budget = total if total <= SPARSE_MIN else _round_up(total * SPARSE_FRACTION, 16)
-        sol = sparse_apply(lambda x: _chunked_vec(*x, feas_tol), need, flat, default, budget)
+        sol = sparse_apply(solve, need, flat, default, budget)
     return Projection(sol.u.reshape(lead + (2,)), sol.feasible.reshape(lead))
+
+
+def _project_pruned(A, b, u0, bound, feas_tol):
+    """``_chunked_vec`` on each problem's rows that may be active, in their order.
+
+    A row whose normalised right-hand side is at least ``bound`` (the radius of a disc that
+    holds the polygon) is implied by the rest: leaving it out changes neither the polygon nor
+    its emptiness.  The rows left (at most ``PRUNED_ROWS``, the box rows among them) are
+    gathered in their original order; the problems with more are solved again on all their rows
+    (``sparse_apply``).  The O(m^2) work drops from 22^2 to 8^2 per problem.
+    """
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    m = A.shape[-2]
+    keep = PRUNED_ROWS
+    _, _, bn, present = _normalised_rows(A, b, jnp)
+    cand = present & (bn < bound[:, None])
+    count = jnp.sum(cand.astype(jnp.int32), axis=-1)
+    # The first ``keep`` kept rows in their order: the largest scores m - j of kept rows j.
+    score = jnp.where(cand, m - jnp.arange(m, dtype=jnp.int32), -1)
+    top, idx = jax.lax.top_k(score, keep)
+    filled = top >= 0
+    A_k = jnp.where(filled[..., None], jnp.take_along_axis(A, idx[..., None], axis=-2), 0.0)
+    b_k = jnp.where(filled, jnp.take_along_axis(b, idx, axis=-1), 1.0)
+    small = _chunked_vec(A_k, b_k, u0, feas_tol)
+    # The few problems with more rows that may be active: all their rows, compacted again.
+    total = u0.shape[0]
+    budget = total if total <= SPARSE_MIN else _round_up(total / PRUNED_OVERFLOW, 16)
+    return sparse_apply(
+        lambda x: _chunked_vec(*x, feas_tol), count > keep, (A, b, u0), small, budget
+    )
 
 
 def _round_up(x: float, to: int = CPU_CHUNK) -> int:

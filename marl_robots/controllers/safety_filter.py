@@ -42,6 +42,9 @@ FilterMode = Literal["decentralised", "centralised"]
 FILTER_MODES: tuple[str, ...] = ("decentralised", "centralised")
 #: Largest violation of a hard row accepted from the relaxed QP [m/s].
 RELAX_TOL = 1e-4
+#: JAX batches of more robots than this relax only the robots that need it, compacted into a
+#: budget of 1/RELAX_SPARSE_MIN of the batch (exact whole-batch fallback beyond it).
+RELAX_SPARSE_MIN = 256
 
 
 class FilterStatus(IntEnum):
@@ -283,7 +286,35 @@ def filter_robots(
     Returns:
         ``(u_safe [n, 2], FilterInfo)``.
     """
-    dtype = points.dtype
+    prepared = decentralised_rows(
+        points, u_nom, nbr, nbr_mask, world, params, limits, config, xp, order, extra
+    )
+    return decentralised_solve(u_nom, prepared, limits, config, xp)
+
+
+class DecentralisedRows(NamedTuple):
+    """``filter_robots``'s first phase: sanitised input and every robot's rows.
+
+    Attributes:
+        finite: [...] inputs finite; u_nom_s: [..., 2] nominal command, zero where not.
+        rows: barrier ``cbf.Rows`` [..., m, ...]; box: actuator ``cbf.Rows`` [..., 4, ...].
+    """
+
+    finite: object
+    u_nom_s: object
+    rows: cbf.Rows
+    box: cbf.Rows
+
+
+def decentralised_rows(
+    points, u_nom, nbr, nbr_mask, world, params, limits, config, xp=np, order=None, extra=None
+) -> DecentralisedRows:
+    """The rows of ``filter_robots`` (same arguments), without solving.
+
+    Split from ``decentralised_solve`` so that a caller can build the rows in cache-sized
+    chunks of robots and solve the whole batch at once (one compaction instead of one per
+    chunk: ``closed_loop.control``).
+    """
     finite = (
         xp.all(xp.isfinite(points), axis=-1)
         & xp.all(xp.isfinite(u_nom), axis=-1)
@@ -307,9 +338,27 @@ def filter_robots(
         )
         rows = concat_rows((rows, extra), xp)
     box = cbf.box_rows(limits.yaw, limits.half_width, xp)
+    return DecentralisedRows(finite, u_nom_s, rows, box)
+
+
+def decentralised_solve(u_nom, prepared: DecentralisedRows, limits, config, xp=np):
+    """``filter_robots``'s second phase: projection, relaxation, limits and status.
+
+    Args:
+        u_nom: [..., 2] nominal commands as given (``intervened`` compares with them).
+        prepared: ``decentralised_rows`` of the same robots.
+        limits, config, xp: as ``filter_robots``.
+
+    Returns:
+        ``(u_safe [..., 2], FilterInfo)``.
+    """
+    finite, u_nom_s, rows, box = prepared
+    dtype = u_nom_s.dtype
     A = xp.concatenate([rows.A, box.A], axis=-2)
     b = xp.concatenate([rows.b, box.b], axis=-1)
-    sol = qp.project_2d(A, b, u_nom_s, xp)
+    # The box lies in the disc of its circumradius: rows beyond it are implied (pruned on JAX).
+    reach = xp.sqrt(xp.sum(limits.half_width * limits.half_width, axis=-1)) * (1.0 + 1e-5)
+    sol = qp.project_2d(A, b, u_nom_s, xp, bound=reach)
     # A row whose normal vanished while it is violated cannot be met: that is not "OK".
     stuck = xp.any((xp.sum(rows.A * rows.A, axis=-1) <= qp.ROW_EPS) & (rows.b < 0), axis=-1)
     u, feasible = sol.u, sol.feasible & ~stuck
@@ -324,19 +373,32 @@ def filter_robots(
     if _is_jax(xp):
         import jax  # noqa: PLC0415 - only on the JAX path
 
-        def run_relax(_):
-            lead = feasible.shape  # any leading batch axes: flatten to one robot axis
-            flat = [
-                x.reshape((-1,) + x.shape[len(lead) :])
-                for x in (rows.A, rows.b, rows.h, box.A, box.b, u_nom_s)
-            ]
-            ur, sr, okr = jax.vmap(relax)(*flat)
-            return ur.reshape(lead + (2,)), sr.reshape(lead), okr.reshape(lead)
+        lead = feasible.shape  # any leading batch axes: flatten to one robot axis
+        flat = [
+            x.reshape((-1,) + x.shape[len(lead) :])
+            for x in (rows.A, rows.b, rows.h, box.A, box.b, u_nom_s)
+        ]
+        total = flat[-1].shape[0]
+        if total > RELAX_SPARSE_MIN:
+            # A large batch: relax only the robots that need it, compacted (``sparse_apply``).
+            out = qp.sparse_apply(
+                lambda x: jax.vmap(relax)(*x),
+                ~feasible.reshape(-1),
+                flat,
+                (u.reshape(-1, 2), slack.reshape(-1), relaxed_ok.reshape(-1)),
+                qp._round_up(total / RELAX_SPARSE_MIN, 16),
+            )
+            ur, sr, okr = out[0].reshape(lead + (2,)), out[1].reshape(lead), out[2].reshape(lead)
+        else:
 
-        def skip(_):
-            return u, slack, relaxed_ok
+            def run_relax(_):
+                ur, sr, okr = jax.vmap(relax)(*flat)
+                return ur.reshape(lead + (2,)), sr.reshape(lead), okr.reshape(lead)
 
-        ur, sr, okr = jax.lax.cond(xp.all(feasible), skip, run_relax, None)
+            def skip(_):
+                return u, slack, relaxed_ok
+
+            ur, sr, okr = jax.lax.cond(xp.all(feasible), skip, run_relax, None)
     else:
         ur, sr, okr = np.array(u), np.array(slack), np.array(relaxed_ok)
         for i in np.flatnonzero(~np.asarray(feasible)):

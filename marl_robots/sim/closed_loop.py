@@ -20,7 +20,8 @@ from marl_robots.controllers.safety_filter import (
     FilterConfig,
     FilterStatus,
     World,
-    filter_robots,
+    decentralised_rows,
+    decentralised_solve,
     pair_order,
     safety_filter,
 )
@@ -131,6 +132,21 @@ def _prepare(task, cfg, state, params, cbf) -> _Prepared:
     return _Prepared(points, u_nom, graph, limits, nominal_action, extra)
 
 
+def _batched_rows(task, cfg, state, params, cbf, prep=None):
+    """``(prep, decentralised_rows)`` of a batch of environments (decentralised filter)."""
+    if prep is None:
+        prep = jax.vmap(lambda st: _prepare(task, cfg, st, params, cbf))(state)
+    arena = jnp.asarray(task.config.arena_bounds)
+    world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
+    nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
+    order = jax.vmap(lambda i: pair_order(i, jnp))(prep.graph.index)
+    rows = decentralised_rows(
+        prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter,
+        jnp, order, prep.extra,
+    )
+    return prep, rows
+
+
 def control(
     task: NavigationTask,
     cfg: ControlConfig,
@@ -153,8 +169,21 @@ def control(
         chunks = jax.tree_util.tree_map(
             lambda x: x.reshape((envs // per_chunk, per_chunk) + x.shape[1:]), state
         )
-        out = jax.lax.map(lambda st: control(task, cfg, st, params, cbf), chunks)
-        return jax.tree_util.tree_map(lambda x: x.reshape((envs,) + x.shape[2:]), out)
+        unchunk = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+            lambda x: x.reshape((envs,) + x.shape[2:]), tree
+        )
+        if cfg.filter is None or cfg.filter.mode != "decentralised":
+            return unchunk(jax.lax.map(lambda st: control(task, cfg, st, params, cbf), chunks))
+        # Rows chunk by chunk, then one solve over the whole batch: the projection and the
+        # relaxation compact the few robots that need them once per step, not once per chunk.
+        def rows_of(st):
+            prep, rows = _batched_rows(task, cfg, st, params, cbf)
+            return prep.nominal_action, prep.u_nom, prep.limits, rows
+
+        nominal_action, u_nom, limits, rows = unchunk(jax.lax.map(rows_of, chunks))
+        u, info = decentralised_solve(u_nom, rows, limits, cfg.filter, jnp)
+        action = task.robot.from_point_velocity(u, state.yaw, params, jnp)
+        return ControlOutput(action, nominal_action, info.status, info.intervened, info.slack)
     prepare = lambda st: _prepare(task, cfg, st, params, cbf)  # noqa: E731
     prep = jax.vmap(prepare)(state) if batched else prepare(state)
     if cfg.filter is None:
@@ -168,13 +197,8 @@ def control(
         )
     arena = jnp.asarray(task.config.arena_bounds)
     if batched and cfg.filter.mode == "decentralised":
-        world = World(state.obstacles[:, None], state.obstacle_mask[:, None], arena)
-        nbr = jax.vmap(lambda p, i: p[i])(prep.points, prep.graph.index)
-        order = jax.vmap(lambda i: pair_order(i, jnp))(prep.graph.index)
-        u, info = filter_robots(
-            prep.points, prep.u_nom, nbr, prep.graph.mask, world, cbf, prep.limits, cfg.filter,
-            jnp, order, prep.extra,
-        )
+        _, rows = _batched_rows(task, cfg, state, params, cbf, prep)
+        u, info = decentralised_solve(prep.u_nom, rows, prep.limits, cfg.filter, jnp)
     elif batched:
         u, info = jax.vmap(
             lambda pr, obs, mask: safety_filter(
