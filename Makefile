@@ -29,8 +29,11 @@ demo: setup
 	$(VENV)/bin/marl-robots sim navigation --robots 16 --scenario antipodal --filter cbf \
 		--steps 2000 --seed 0 --out runs/demo --overwrite
 
+# The ROS tests start many node processes and time their shutdown: they run alone, one at a
+# time; the rest (JAX, MuJoCo, PyBullet, cvxpy) runs on two workers to stay within CI's 30 min.
 test: setup-test
-	$(PY) -m pytest tests -q --durations=30
+	$(PY) -m pytest tests/ros -q --durations=15
+	$(PY) -m pytest tests -q --ignore=tests/ros -n 2 --durations=30
 
 lint: setup-test
 	$(VENV)/bin/ruff check marl_robots tests launch

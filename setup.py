@@ -71,6 +71,7 @@ setup(
             "mujoco-mjx>=3.2",
             "pybullet>=3.2",
             "pytest>=7",
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "cvxpy>=1.4",
             "clarabel>=0.6",
