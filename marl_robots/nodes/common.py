@@ -24,6 +24,7 @@ from rclpy.exceptions import (
     ParameterUninitializedException,
 )
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -179,6 +180,25 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def autostart(node):
+    """Configure and activate a lifecycle node whose ``autostart`` parameter is set.
+
+    Args:
+        node: a lifecycle node with ``failed`` (None or (parameter, why)) and ``params``.
+
+    Returns:
+        The node; ``failed`` is set when the configure transition failed.
+
+    """
+    if node.failed or not node.params["autostart"]:
+        return node
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.failed = node.failed or ("autostart", "configure transition failed")
+        return node
+    node.trigger_activate()
+    return node
 
 
 def _as_list(built) -> list:

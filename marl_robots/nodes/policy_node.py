@@ -41,6 +41,7 @@ from marl_robots.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_QOS,
     LATCHED_QOS,
+    autostart,
     declare_parameters,
     monotonic,
     run,
@@ -265,14 +266,7 @@ def make_node(fleet_hub: FleetStateHub | None = None, **node_kwargs) -> PolicyNo
     Args:
         fleet_hub, node_kwargs: see ``PolicyNode`` (``swarm_host`` passes them).
     """
-    node = PolicyNode(fleet_hub, **node_kwargs)
-    if node.failed or not node.params["autostart"]:
-        return node
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        node.failed = node.failed or ("autostart", "configure transition failed")
-        return node
-    node.trigger_activate()
-    return node
+    return autostart(PolicyNode(fleet_hub, **node_kwargs))
 
 
 def main(args=None) -> int:

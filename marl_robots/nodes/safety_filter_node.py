@@ -41,6 +41,7 @@ from marl_robots.nodes import conversions as conv
 from marl_robots.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_QOS,
+    autostart,
     declare_parameters,
     monotonic,
     run,
@@ -338,14 +339,7 @@ def make_node(fleet_hub: FleetStateHub | None = None, **node_kwargs) -> SafetyFi
         The node; its ``failed`` attribute is set when configuration failed under autostart.
 
     """
-    node = SafetyFilterNode(fleet_hub, **node_kwargs)
-    if node.failed or not node.params["autostart"]:
-        return node
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        node.failed = node.failed or ("autostart", "configure transition failed")
-        return node
-    node.trigger_activate()
-    return node
+    return autostart(SafetyFilterNode(fleet_hub, **node_kwargs))
 
 
 def main(args=None) -> int:
