@@ -37,6 +37,13 @@ class UsageError(Exception):
     """A mistake in the user's input; reported in one line with exit code 2."""
 
 
+def _print_metrics(metrics: dict, keys, width: int) -> None:
+    """Print ``metrics[k]`` for each key, one indented line each (floats: 4 digits)."""
+    for k in keys:
+        v = metrics[k]
+        print(f"  {k:<{width}} {v:.4g}" if isinstance(v, float) else f"  {k:<{width}} {v}")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -318,9 +325,7 @@ def _cmd_sim(args) -> int:
         "env_steps_per_s",
     )
     print(f"navigation/{spec.scenario}: {spec.robots} {spec.robot} robots, filter={spec.filter}")
-    for k in keys:
-        v = metrics[k]
-        print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
+    _print_metrics(metrics, keys, width=22)
     if args.out is not None:
         print(
             f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
@@ -380,19 +385,21 @@ def _cmd_sim_quad(args) -> int:
         f"quad_navigation/{spec.scenario}: {spec.robots} drones on {spec.backend}, "
         f"{spec.controller}, filter={spec.filter}"
     )
-    for k in (
-        "steps",
-        "ellipsoid_violations",
-        "collisions",
-        "min_separation_m",
-        "success_rate",
-        "mean_time_to_goal_s",
-        "filter_interventions",
-        "qp_infeasible",
-        "env_steps_per_s",
-    ):
-        v = metrics[k]
-        print(f"  {k:<22} {v:.4g}" if isinstance(v, float) else f"  {k:<22} {v}")
+    _print_metrics(
+        metrics,
+        (
+            "steps",
+            "ellipsoid_violations",
+            "collisions",
+            "min_separation_m",
+            "success_rate",
+            "mean_time_to_goal_s",
+            "filter_interventions",
+            "qp_infeasible",
+            "env_steps_per_s",
+        ),
+        width=22,
+    )
     if args.out is not None:
         print(
             f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
@@ -512,17 +519,19 @@ def _cmd_eval(args) -> int:
         f"navigation/{args.scenario}: {args.robots} robots, policy {summary['policy']}, "
         f"{args.episodes} episodes"
     )
-    for k in (
-        "success_rate",
-        "mean_time_to_goal_s",
-        "collisions",
-        "min_separation_m",
-        "filter_interventions",
-        "relaxed_or_infeasible_rate",
-        "env_steps_per_s",
-    ):
-        v = summary[k]
-        print(f"  {k:<26} {v:.4g}" if isinstance(v, float) else f"  {k:<26} {v}")
+    _print_metrics(
+        summary,
+        (
+            "success_rate",
+            "mean_time_to_goal_s",
+            "collisions",
+            "min_separation_m",
+            "filter_interventions",
+            "relaxed_or_infeasible_rate",
+            "env_steps_per_s",
+        ),
+        width=26,
+    )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
