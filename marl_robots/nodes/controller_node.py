@@ -67,7 +67,7 @@ class ControllerNode(Node):
             mode = fleet_state_input(p)
         except ParameterError as err:
             self.get_logger().fatal(str(err))
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             return
         self.timeout_s = float(p["state_timeout_s"])
         n = len(self.fleet.robots)

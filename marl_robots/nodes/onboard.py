@@ -54,11 +54,15 @@ from marl_robots.sim.robots import ROBOTS
 
 
 class ParameterError(ValueError):
-    """An invalid node parameter; ``name`` is the parameter, the message says why."""
+    """An invalid node parameter; ``name`` is the parameter, the message says why.
+
+    ``failure`` is ``(name, why)``, what a node keeps in its ``failed`` attribute.
+    """
 
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"invalid parameter '{name}': {message}")
         self.name = name
+        self.failure = (name, message)
 
 
 @dataclass(frozen=True)

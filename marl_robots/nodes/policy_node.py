@@ -85,7 +85,7 @@ class PolicyNode(LifecycleNode):
         try:
             self.params = declare_parameters(self, PARAMS)
         except ParameterError as err:
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             self.get_logger().fatal(str(err))
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -99,7 +99,7 @@ class PolicyNode(LifecycleNode):
             mode = fleet_state_input(p)
         except ParameterError as err:
             self.get_logger().fatal(f"failed to configure: {err}")
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             return TransitionCallbackReturn.FAILURE
         self.timeout_s = float(p["state_timeout_s"])
         self.max_position_m = float(p["max_position_m"])

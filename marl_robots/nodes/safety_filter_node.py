@@ -111,7 +111,7 @@ class SafetyFilterNode(LifecycleNode):
         try:
             self.params = declare_parameters(self, PARAMS)
         except ParameterError as err:
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             self.get_logger().fatal(str(err))
 
     # Lifecycle transitions -------------------------------------------------------------------
@@ -131,7 +131,7 @@ class SafetyFilterNode(LifecycleNode):
                                      f"must be a positive number, got {diagnostics_rate!r}")
         except ParameterError as err:
             self.get_logger().fatal(f"failed to configure: {err}")
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             return TransitionCallbackReturn.FAILURE
         self.timeout_s = float(p["state_timeout_s"])
         # Periodic diagnostics every this many watchdog ticks (2N nodes at 20 Hz each would
@@ -148,7 +148,7 @@ class SafetyFilterNode(LifecycleNode):
             self.gamma_bounds = gain_bounds(p)
         except ParameterError as err:
             self.get_logger().fatal(f"failed to configure: {err}")
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
             return TransitionCallbackReturn.FAILURE
         self.gain, self.gain_arrival = math.nan, -math.inf
         self.gamma = (float(p["gamma"]), "default: no tuned gain")

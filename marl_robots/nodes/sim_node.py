@@ -100,7 +100,7 @@ class SimNode(Node):
             self._configure(p)
         except ParameterError as err:
             self.get_logger().fatal(str(err))
-            self.failed = (err.name, str(err).split(": ", 1)[-1])
+            self.failed = err.failure
 
     def _configure(self, p: dict) -> None:
         import jax  # noqa: PLC0415
