@@ -127,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"control periods, at most {MAX_STEPS} (the trajectory is kept in memory; "
         "default 2000, quad_navigation 400)",
     )
-    sim.add_argument("--backend", default="jax", help="quad_navigation: jax | mujoco | pybullet")
+    sim.add_argument(
+        "--backend",
+        default="jax",
+        help="quad_navigation: jax | mjx | mujoco | pybullet (mjx: no aerodynamics)",
+    )
     sim.add_argument("--controller", default="pid", help="quad_navigation: pid | geometric")
     sim.add_argument(
         "--seed", type=int, default=0, help="random seed (any integer; no aliasing mod 2^32)"
@@ -376,6 +380,7 @@ def _cmd_sim_quad(args) -> int:
         filter=args.filter,
         steps=args.steps or 400,
         seed=args.seed,
+        aero=args.backend != "mjx",  # MJX has no aerodynamic effects
     )
     try:
         metrics = quad_run.run_quad_navigation(spec, args.out, animation=not args.no_animation)

@@ -66,7 +66,7 @@ def test_sim_quad_writes_files_and_ground_metrics_fields(
     [
         (
             ["--backend", "bullet"],
-            "unknown backend 'bullet'; known backends: jax, mujoco, pybullet",
+            "unknown backend 'bullet'; known backends: jax, mjx, mujoco, pybullet",
         ),
         (["--controller", "lqr"], "unknown controller 'lqr'; known controllers: geometric, pid"),
         (["--scenario", "corridor"], "unknown scenario 'corridor'; known scenarios: antipodal"),

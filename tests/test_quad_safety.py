@@ -40,7 +40,11 @@ EPISODES = 50
 #: MuJoCo and PyBullet in CI: 25 episodes each (about 20 s of CPU each, the CI budget); the
 #: README's 50-episode rows are this test with ``ENGINE_EPISODES = EPISODES``, run by hand.
 ENGINE_EPISODES = 25
-STEPS = {"jax": 150, "mujoco": 110, "pybullet": 110}
+#: MJX (CPU here, no aerodynamics) in CI: 5 seeded and 5 hypothesis-drawn episodes in one
+#: vmapped batch (its compile dominates); the README's 50-episode row is the same rollout with
+#: 50 seeded episodes, run by hand.
+MJX_EPISODES = 5
+STEPS = {"jax": 150, "mjx": 110, "mujoco": 110, "pybullet": 110}
 SPEEDS_MPS = (0.6, 1.0)
 
 
@@ -156,7 +160,9 @@ def test_filter_fails_closed():
 
 
 def _episodes(backend, seeds, speeds, filt="cbf"):
-    env = qr.make_env(qr.QuadRunSpec(backend=backend, filter=filt))
+    """Fly the antipodal swap on ``backend`` (aerodynamics on, except on MJX which has none)."""
+    spec = qr.QuadRunSpec(backend=backend, filter=filt, aero=backend != "mjx")
+    env = qr.make_env(spec)
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     trace = qr.rollout(env, backend, keys, np.asarray(speeds, np.float32), STEPS[backend])
     return qr.episode_metrics(env, trace), trace
@@ -198,6 +204,22 @@ def test_antipodal_swap_engine_episodes_stay_outside_the_ellipsoid(backend):
     seeds = range(1000, 1000 + ENGINE_EPISODES)
     speeds = np.linspace(*SPEEDS_MPS, ENGINE_EPISODES)
     _assert_safe(*_episodes(backend, seeds, speeds), backend)
+
+
+@pytest.mark.slow
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2**31 - 1), st.floats(*SPEEDS_MPS)),
+        min_size=MJX_EPISODES,
+        max_size=MJX_EPISODES,
+    )
+)
+def test_antipodal_swap_mjx_seeded_and_hypothesis_episodes(drawn):
+    """MJX: seeded and hypothesis-drawn episodes, one vmapped MJX program (no aerodynamics)."""
+    seeds = [*range(1000, 1000 + MJX_EPISODES), *(s for s, _ in drawn)]
+    speeds = [*np.linspace(*SPEEDS_MPS, MJX_EPISODES), *(v for _, v in drawn)]
+    _assert_safe(*_episodes("mjx", seeds, speeds), "mjx")
 
 
 @pytest.mark.slow

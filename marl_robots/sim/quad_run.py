@@ -8,7 +8,10 @@ JAX, at the 500 Hz physics rate) on one backend:
 * ``mujoco`` / ``pybullet``: the same jitted controller + filter, vmapped over episodes, stepping
   one simulator that holds every episode's drones side by side, ``EPISODE_SPACING_M`` apart
   along x (no contacts in either engine; the downwash between episodes is ``exp(-(50 /
-  beta)^2 / 2)``, zero in float64, and the ground effect is per drone).
+  beta)^2 / 2)``, zero in float64, and the ground effect is per drone);
+* ``mjx``: one jitted program, the controller + filter and ``mjx.step`` of an ``n``-drone MJX
+  model in a ``lax.scan``, vmapped over episodes (no aerodynamic effects: the env must have
+  ``aero`` off).
 
 Starts and goals come from ``QuadNavigationEnv.reset`` in every backend.  ``episode_metrics``
 scores a trajectory the same way for all of them (separation in the safety ellipsoid's metric).
@@ -34,7 +37,7 @@ from marl_robots.core import validate
 from marl_robots.sim.robots.quadrotor import AERO_OFF, AERO_ON, QuadState
 from marl_robots.sim.tasks import quad_navigation as qn
 
-QUAD_BACKENDS = ("jax", "mujoco", "pybullet")
+QUAD_BACKENDS = ("jax", "mjx", "mujoco", "pybullet")
 #: Distance between the episodes that share one MuJoCo or PyBullet world [m].
 EPISODE_SPACING_M = 50.0
 #: Roundabout term of the go-to-goal setpoints (``quad_navigation.go_to_goal_velocity``).
@@ -48,14 +51,14 @@ class QuadRunSpec:
     """Everything that defines a ``quad_navigation`` run (the CLI's arguments).
 
     Attributes:
-        backend: ``jax``, ``mujoco`` or ``pybullet``.
+        backend: ``jax``, ``mjx``, ``mujoco`` or ``pybullet``.
         robots: drones per episode.
         scenario: ``antipodal`` or ``random``.
         controller: ``pid`` or ``geometric``.
         filter: ``cbf`` or ``none``.
         steps: env steps (50 Hz).
         seed: the episode's seed.
-        aero: aerodynamic effects (drag, ground effect, downwash) on.
+        aero: aerodynamic effects (drag, ground effect, downwash) on (``mjx``: must be off).
         speed_mps: go-to-goal cruise speed [m/s].
     """
 
@@ -107,12 +110,25 @@ def rollout(env: qn.QuadNavigationEnv, backend: str, keys, speeds, steps: int) -
     speeds = jnp.asarray(speeds, jnp.float32)
     if backend == "jax":
         return _rollout_jax(env, keys, speeds, steps)
+    if backend == "mjx":
+        if env.config.task.aero != AERO_OFF:
+            raise ValueError("the mjx backend has no aerodynamic effects; fly it with aero off")
+        return _rollout_jax(env, keys, speeds, steps, _mjx_episodes)
     return _rollout_engine(env, backend, keys, speeds, steps)
 
 
-def _rollout_jax(env, keys, speeds, steps) -> Trace:
-    pos, goal, changed, infeasible = _jax_episodes(env, steps)(keys, speeds)
+def _rollout_jax(env, keys, speeds, steps, episodes=None) -> Trace:
+    pos, goal, changed, infeasible = (episodes or _jax_episodes)(env, steps)(keys, speeds)
     return Trace(*(np.asarray(x) for x in (pos, goal, changed, infeasible)))
+
+
+def _filter_counts(info):
+    """(interventions, hover fallbacks) summed over the last (drone) axis (zeros unfiltered)."""
+    if info is None:
+        return jnp.float32(0.0), jnp.float32(0.0)
+    changed = jnp.sum(info.intervened, axis=-1).astype(jnp.float32)
+    infeasible = jnp.sum(info.status != int(FilterStatus.OK), axis=-1).astype(jnp.float32)
+    return changed, infeasible
 
 
 @functools.lru_cache(maxsize=8)
@@ -130,6 +146,50 @@ def _jax_episodes(env, steps: int):
         _, (pos, changed, infeasible) = jax.lax.scan(body, s0, None, length=steps)
         pos = jnp.concatenate([s0.task.quad.pos[None], pos], axis=0)
         return pos, s0.task.goal, jnp.sum(changed), jnp.sum(infeasible)
+
+    return jax.jit(jax.vmap(episode))
+
+
+@functools.lru_cache(maxsize=4)
+def _mjx_episodes(env, steps: int):
+    """The jitted, episode-vmapped closed-loop rollout on MJX (one ``n``-drone model)."""
+    from mujoco import mjx  # noqa: PLC0415 - optional dependency
+
+    from marl_robots.sim.backends.mujoco_backend import (  # noqa: PLC0415
+        load_model,
+        mjx_data,
+        mjx_state,
+    )
+
+    tc, n = env.config.task, env.n
+    h = tc.dt_s / tc.substeps
+    model = mjx.put_model(load_model(n, h))
+    params = env.default_params()
+
+    def episode(key, speed):
+        s0 = env.reset(key, params)
+        goal = s0.task.goal
+
+        def substep(carry, v_sp):
+            data, ctrl = carry
+            quad = mjx_state(data, n)
+            thrust, ctrl, info = qn.flight_command(
+                quad, ctrl, v_sp, params.robot, tc.controller, env._gains, env.filter_config, h
+            )
+            data = mjx.step(model, data.replace(ctrl=thrust.reshape(-1).astype(data.ctrl.dtype)))
+            return (data, ctrl), _filter_counts(info)
+
+        def body(carry, _):
+            v_sp = qn.go_to_goal_velocity(mjx_state(carry[0], n).pos, goal, speed, SWIRL)
+            carry, (changed, infeasible) = jax.lax.scan(
+                lambda c, _: substep(c, v_sp), carry, None, length=tc.substeps
+            )
+            return carry, (mjx_state(carry[0], n).pos, jnp.sum(changed), jnp.sum(infeasible))
+
+        carry = (mjx_data(model, s0.task.quad), s0.task.ctrl)
+        _, (pos, changed, infeasible) = jax.lax.scan(body, carry, None, length=steps)
+        pos = jnp.concatenate([s0.task.quad.pos[None], pos.astype(jnp.float32)], axis=0)
+        return pos, goal, jnp.sum(changed), jnp.sum(infeasible)
 
     return jax.jit(jax.vmap(episode))
 
@@ -163,12 +223,7 @@ def _rollout_engine(env, backend: str, keys, speeds, steps) -> Trace:
             )
 
         thrust, ctrl, info = jax.vmap(one)(quad, ctrl, v_sp)
-        if info is None:
-            zero = jnp.zeros((quad.pos.shape[0],), jnp.float32)
-            return thrust, ctrl, zero, zero
-        changed = jnp.sum(info.intervened, axis=-1).astype(jnp.float32)
-        infeasible = jnp.sum(info.status != int(FilterStatus.OK), axis=-1).astype(jnp.float32)
-        return thrust, ctrl, changed, infeasible
+        return (thrust, ctrl, *_filter_counts(info))
 
     setpoint = jax.jit(jax.vmap(lambda p, g, v: qn.go_to_goal_velocity(p, g, v, SWIRL)))
     ctrl = s0.task.ctrl
@@ -302,9 +357,12 @@ def simulate(spec: QuadRunSpec):
     key = jnp.asarray(validate.seed_key_data(spec.seed), dtype=jnp.uint32)[None]
     check_layout(env, key[0])
     speeds = jnp.full((1,), spec.speed_mps, jnp.float32)
+    if spec.backend == "mjx" and spec.aero:
+        raise ValueError("the mjx backend has no aerodynamic effects; fly it with aero off")
     t0 = time.perf_counter()
-    if spec.backend == "jax":  # compile ahead of time, so that the timing excludes it
-        run = _jax_episodes(env, spec.steps).lower(key, speeds).compile()
+    if spec.backend in ("jax", "mjx"):  # compile ahead of time, so that the timing excludes it
+        episodes = _jax_episodes if spec.backend == "jax" else _mjx_episodes
+        run = episodes(env, spec.steps).lower(key, speeds).compile()
         t1 = time.perf_counter()
         trace = Trace(*(np.asarray(x) for x in run(key, speeds)))
     else:

@@ -79,12 +79,12 @@ def load_model(n: int, dt: float = DEFAULT_DT_S):
     return mujoco.MjModel.from_xml_string(swarm_xml(n, dt))
 
 
-def _wxyz(quat_xyzw):
-    return np.concatenate([quat_xyzw[..., 3:4], quat_xyzw[..., :3]], axis=-1)
+def _wxyz(quat_xyzw, xp=np):
+    return xp.concatenate([quat_xyzw[..., 3:4], quat_xyzw[..., :3]], axis=-1)
 
 
-def _xyzw(quat_wxyz):
-    return np.concatenate([quat_wxyz[..., 1:4], quat_wxyz[..., 0:1]], axis=-1)
+def _xyzw(quat_wxyz, xp=np):
+    return xp.concatenate([quat_wxyz[..., 1:4], quat_wxyz[..., 0:1]], axis=-1)
 
 
 def state_to_mujoco(state: QuadState):
@@ -246,11 +246,7 @@ class MjxBackend:
         self.reset(quadrotor.hover_state(np.zeros((n, 3)), self.params))
 
     def _data(self, state: QuadState):
-        import jax.numpy as jnp  # noqa: PLC0415
-
-        qpos, qvel, act = state_to_mujoco(state)
-        data = self._mjx.make_data(self.mjx_model)
-        return data.replace(qpos=jnp.asarray(qpos), qvel=jnp.asarray(qvel), act=jnp.asarray(act))
+        return mjx_data(self.mjx_model, state)
 
     def reset(self, state: QuadState) -> None:
         self.data = self._data(state)
@@ -266,6 +262,36 @@ class MjxBackend:
         actions = np.asarray(actions)
         qpos, qvel, act = self._rollout(self._data(state), actions.reshape(len(actions), -1))
         return state_from_mujoco(qpos, qvel, act)
+
+
+def mjx_data(mjx_model, state: QuadState):
+    """An ``mjx.Data`` of ``mjx_model`` holding ``state`` (``n`` drones; JAX, jit/vmap-able)."""
+    import jax.numpy as jnp  # noqa: PLC0415
+    from mujoco import mjx  # noqa: PLC0415 - optional dependency
+
+    data = mjx.make_data(mjx_model)
+    pos, quat, vel, omega, thrust = (
+        jnp.asarray(x, data.qpos.dtype)
+        for x in (state.pos, state.quat, state.vel, state.omega, state.thrust)
+    )
+    qpos = jnp.concatenate([pos, _wxyz(quat, jnp)], axis=-1).reshape(-1)
+    qvel = jnp.concatenate([vel, omega], axis=-1).reshape(-1)
+    return data.replace(qpos=qpos, qvel=qvel, act=thrust.reshape(-1))
+
+
+def mjx_state(data, n: int) -> QuadState:
+    """The ``QuadState`` (JAX arrays, ``[n, ...]``) of an ``mjx.Data`` of ``n`` drones."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    qp = data.qpos.reshape(n, 7)
+    qv = data.qvel.reshape(n, 6)
+    return QuadState(
+        pos=qp[:, :3],
+        vel=qv[:, :3],
+        quat=_xyzw(qp[:, 3:], jnp),
+        omega=qv[:, 3:],
+        thrust=data.act.reshape(n, cf.ROTORS),
+    )
 
 
 def make_mjx_step(mjx_model):
