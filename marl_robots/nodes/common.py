@@ -7,6 +7,7 @@ and transient-local (late joiners get the last value); diagnostics are reliable.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import os
 import signal
@@ -60,14 +61,18 @@ DISPLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
 #: Longest teardown of a node process (destroying its DDS entities and the context) before it
 #: exits with its code regardless [s].  Teardown is slow, not stuck, when many processes stop
 #: at once on a loaded machine: every destroyed entity (a node has ~30: publishers,
-#: subscriptions, parameter and lifecycle services) is announced to every peer participant, at
-#: 0.05-0.5 s each with 33 processes on 2 busy cores (measured), 1-2.3 s in all.  The final
+#: subscriptions, parameter and lifecycle services) is announced to every peer participant
+#: (measured with 17 processes stopping at once next to 2 CPU burners: 0.2-1.2 s).  The final
 #: zero command goes out before teardown starts.
-CLEANUP_TIMEOUT_S = 6.0
-#: Last resort [s]: one destroy call can block in the middleware *holding the GIL*, which no
-#: Python timeout can interrupt; faulthandler's C watchdog then dumps every thread's stack and
-#: exits with status 1.  Below ``ros2 launch``'s SIGKILL, 10 s after its SIGINT.
-HARD_EXIT_S = 8.5
+CLEANUP_TIMEOUT_S = 4.0
+#: When the teardown has not returned this long after it started [s], every thread's Python
+#: stack goes to stderr (faulthandler's C watchdog, which needs no GIL): what was stuck.
+STALL_DUMP_S = 4.5
+#: Last resort [s]: one destroy call can block in the middleware *holding the GIL* (seen once
+#: in a few hundred shutdowns under load: ``Service.destroy``), which no Python timeout can
+#: interrupt.  A POSIX timer then ends the process from a thread of its own with the node's
+#: status (``_ExitDeadline``).  Well below ``ros2 launch``'s SIGKILL, 10 s after its SIGINT.
+HARD_EXIT_S = 5.0
 #: Pause between the final zero commands and destroying the nodes [s].  Commands are best
 #: effort: a sample still on its way when the writer's participant is destroyed can be dropped
 #: by a reader that processes the removal first (seen under load on 1 in ~40 nodes).
@@ -224,7 +229,8 @@ def events_executor():
 
 def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         specs: tuple[ParamSpec, ...] = (), summary: str = "",
-        executor_factory: Callable[[], object] = SingleThreadedExecutor) -> int:
+        executor_factory: Callable[[], object] = SingleThreadedExecutor,
+        exit_process: bool = True) -> int:
     """Create one node (or several), spin them in one executor, map the outcome to an exit code.
 
     Shutdown semantics: SIGINT or SIGTERM (once or repeatedly) stops spinning between two
@@ -239,9 +245,12 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         specs: the node's parameter table (for ``--help``).
         summary: what the node does (for ``--help``).
         executor_factory: builds the executor (``events_executor`` for many nodes).
+        exit_process: end the process after teardown (``_exit_now``) instead of returning:
+            what the node executables do.
 
     Returns:
-        0 after SIGINT / SIGTERM / external shutdown, 1 when a node failed to configure.
+        0 after SIGINT / SIGTERM / external shutdown, 1 when a node failed to configure (as
+        the process's exit status when ``exit_process``).
 
     """
     argv = list(sys.argv if args is None else args)
@@ -275,18 +284,99 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         code = 1
     except ExternalShutdownException:
         pass
-    faulthandler.dump_traceback_later(HARD_EXIT_S, exit=True)
+    deadline = _ExitDeadline(HARD_EXIT_S, code, dump_after=STALL_DUMP_S)
     if not _bounded(lambda: _teardown(nodes, executor, final=code == 0),
                     CLEANUP_TIMEOUT_S):
         # Destroying a DDS entity can block in the middleware (peers exiting at the same
         # moment); the exit code and the final command already sent matter more.
         print(f"[WARN] teardown took over {CLEANUP_TIMEOUT_S} s; exiting anyway",
               file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(code)
-    faulthandler.cancel_dump_traceback_later()
+        _exit_now(code)
+    deadline.cancel()
     stop.uninstall()
+    if exit_process:
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """Flush stdio and end the process without Python's finalisation.
+
+    Once the nodes and the context are gone nothing in it is needed, and it is slow: module
+    teardown and the ``atexit`` handlers of JAX and rclpy took up to 2 s per process with 17
+    node processes stopping at once on 2 busy cores (measured: the slowest process exited 2.3-3.7
+    s after SIGINT with it, 0.8 s without).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+class _Sigval(ctypes.Union):
+    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
+
+
+class _SigEvent(ctypes.Structure):
+    """Linux ``struct sigevent`` (64 bytes) with the ``SIGEV_THREAD`` members."""
+
+    _fields_ = [("sigev_value", _Sigval), ("sigev_signo", ctypes.c_int),
+                ("sigev_notify", ctypes.c_int), ("function", ctypes.c_void_p),
+                ("attributes", ctypes.c_void_p), ("_pad", ctypes.c_byte * 32)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _ITimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_SIGEV_THREAD = 2
+_CLOCK_MONOTONIC = 1
+
+
+class _ExitDeadline:
+    """``_exit(code)`` after ``seconds`` unless cancelled, even while a C call holds the GIL.
+
+    A POSIX timer with ``SIGEV_THREAD`` notification: when it expires, the C library starts a
+    thread that calls ``_exit`` with the timer's value as its argument, without entering Python.
+    Before that, at ``dump_after``, faulthandler's watchdog thread (no GIL either) writes every
+    thread's Python stack to stderr.  Elsewhere than Linux (or if the timer cannot be made),
+    faulthandler's watchdog does both at ``seconds``, but can only exit with status 1.
+    """
+
+    def __init__(self, seconds: float, code: int, dump_after: float) -> None:
+        self._timer = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            event = _SigEvent()
+            event.sigev_notify = _SIGEV_THREAD
+            event.sigev_value.sival_int = int(code)
+            event.function = ctypes.cast(libc._exit, ctypes.c_void_p).value
+            timer = ctypes.c_void_p()
+            if libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)):
+                raise OSError(ctypes.get_errno(), "timer_create")
+            whole = int(seconds)
+            spec = _ITimerspec(_Timespec(0, 0),
+                               _Timespec(whole, int((seconds - whole) * 1e9)))
+            if libc.timer_settime(timer, 0, ctypes.byref(spec), None):
+                libc.timer_delete(timer)
+                raise OSError(ctypes.get_errno(), "timer_settime")
+            self._libc, self._timer = libc, timer
+            faulthandler.dump_traceback_later(min(dump_after, seconds), exit=False)
+        except (OSError, AttributeError):
+            faulthandler.dump_traceback_later(seconds, exit=True)
+
+    def cancel(self) -> None:
+        """Disarm (the teardown finished in time)."""
+        faulthandler.cancel_dump_traceback_later()
+        if self._timer is not None:
+            self._libc.timer_delete(self._timer)
+            self._timer = None
 
 
 def _teardown(nodes: list, executor, final: bool) -> None:

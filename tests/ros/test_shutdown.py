@@ -165,3 +165,45 @@ def test_sigint_during_startup_exits_quietly(executable, tmp_path):
     text = log.read_text(errors="replace")
     assert rc == STARTUP_INTERRUPT_STATUS, f"exit {rc}\n{text}"
     assert not [m for m in BAD_LOG_MARKS if m in text], text
+
+
+#: A child that arms the exit deadline, then blocks in a C call that holds the GIL (libc
+#: ``sleep`` through ``ctypes.PyDLL``, which does not release it) - what a middleware call
+#: stuck in ``destroy_service`` does.  A Python-level timeout could not end it.
+_STUCK_CHILD = """
+import ctypes, sys, threading
+from marl_robots.nodes.common import _ExitDeadline
+deadline = _ExitDeadline({seconds}, {code}, dump_after={dump})
+threading.Timer({timer}, lambda: print("python timer ran", flush=True)).start()
+ctypes.PyDLL(None).sleep({block})
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_exit_deadline_ends_a_process_stuck_in_a_c_call_holding_the_gil(code):
+    """The teardown bound of ``common.run`` holds even while a C call holds the GIL: the
+    process exits with the node's status (not faulthandler's 1), after writing the stacks."""
+    seconds, block = 1.2, 60
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _STUCK_CHILD.format(seconds=seconds, code=code, dump=0.8,
+                                                   timer=0.5, block=block)],
+        capture_output=True, text=True, timeout=block / 2)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == code, proc.stderr
+    assert "not reached" not in proc.stdout
+    assert "python timer ran" not in proc.stdout, "the GIL was not held: nothing shown"
+    assert "most recent call first" in proc.stderr, "no stack dump of the stall"
+    assert elapsed < seconds + MIN_TIMEOUT_S, elapsed
+
+
+def test_exit_deadline_cancelled_in_time_does_nothing():
+    """A teardown that finishes disarms both the timer and the stack dump."""
+    child = ("import time\nfrom marl_robots.nodes.common import _ExitDeadline\n"
+             "d = _ExitDeadline(0.3, 7, dump_after=0.2)\nd.cancel()\ntime.sleep(0.8)\n"
+             "print('survived', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=MIN_TIMEOUT_S * 3)
+    assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr
+    assert "most recent call first" not in proc.stderr
