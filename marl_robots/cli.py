@@ -18,6 +18,7 @@ no tracebacks.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -133,6 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         help="quad_navigation: jax | mjx | mujoco | pybullet (mjx: no aerodynamics)",
     )
     sim.add_argument("--controller", default="pid", help="quad_navigation: pid | geometric")
+    sim.add_argument(
+        "--sphere",
+        action="append",
+        default=[],
+        metavar="X,Y,Z,R",
+        help="quad_navigation: a spherical obstacle, centre and radius [m] (repeatable)",
+    )
     sim.add_argument(
         "--seed", type=int, default=0, help="random seed (any integer; no aliasing mod 2^32)"
     )
@@ -370,6 +378,7 @@ def _cmd_sim_quad(args) -> int:
     _choice("scenario", args.scenario, QUAD_SCENARIOS)
     _choice("controller", args.controller, QUAD_CONTROLLERS)
     _choice("filter", args.filter, FILTERS)
+    spheres = tuple(_sphere(text) for text in args.sphere)
     if args.out is not None:
         _prepare_out(args.out, args.overwrite)
     spec = quad_run.QuadRunSpec(
@@ -381,6 +390,7 @@ def _cmd_sim_quad(args) -> int:
         steps=args.steps or 400,
         seed=args.seed,
         aero=args.backend != "mjx",  # MJX has no aerodynamic effects
+        obstacles=spheres,
     )
     try:
         metrics = quad_run.run_quad_navigation(spec, args.out, animation=not args.no_animation)
@@ -390,27 +400,37 @@ def _cmd_sim_quad(args) -> int:
         f"quad_navigation/{spec.scenario}: {spec.robots} drones on {spec.backend}, "
         f"{spec.controller}, filter={spec.filter}"
     )
-    _print_metrics(
-        metrics,
-        (
-            "steps",
-            "ellipsoid_violations",
-            "collisions",
-            "min_separation_m",
-            "success_rate",
-            "mean_time_to_goal_s",
-            "filter_interventions",
-            "qp_infeasible",
-            "env_steps_per_s",
-        ),
-        width=22,
+    keys = (
+        "steps",
+        "ellipsoid_violations",
+        "collisions",
+        "min_separation_m",
+        "success_rate",
+        "mean_time_to_goal_s",
+        "filter_interventions",
+        "qp_infeasible",
+        "env_steps_per_s",
     )
+    if spheres:
+        keys += ("obstacle_violations", "obstacle_contacts", "min_obstacle_clearance_m")
+    _print_metrics(metrics, keys, width=26 if spheres else 22)
     if args.out is not None:
         print(
             f"  wrote {args.out}/metrics.json, rollout.npz, trajectories.png"
             + ("" if args.no_animation else ", rollout.gif")
         )
     return 0
+
+
+def _sphere(text: str) -> tuple[float, ...]:
+    """``--sphere X,Y,Z,R`` -> (x, y, z, radius) [m]: four finite numbers, radius > 0."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[3] <= 0:
+        raise UsageError(f"--sphere expects X,Y,Z,R in metres with R > 0, got {text!r}")
+    return values
 
 
 def _replace(spec, **changes):

@@ -72,6 +72,8 @@ def test_sim_quad_writes_files_and_ground_metrics_fields(
         (["--scenario", "corridor"], "unknown scenario 'corridor'; known scenarios: antipodal"),
         (["--filter", "qp"], "unknown filter 'qp'; known filters: cbf, none"),
         (["--robots", "60"], "closer than the 0.250 m the filter keeps; use fewer drones"),
+        (["--sphere", "0,0,1"], "--sphere expects X,Y,Z,R in metres with R > 0, got '0,0,1'"),
+        (["--sphere", "0,0,1.5,0.9"], "m from obstacle 0's surface, closer than the 0.150 m"),
     ],
 )
 def test_sim_quad_user_errors_exit_2_in_one_line(capsys, extra, message):

@@ -226,3 +226,154 @@ def test_antipodal_swap_mjx_seeded_and_hypothesis_episodes(drawn):
 def test_antipodal_swap_without_filter_enters_the_ellipsoid():
     metrics, _ = _episodes("jax", range(8), np.linspace(*SPEEDS_MPS, 8), filt="none")
     assert np.all(metrics["ellipsoid_violations"] > 0), metrics["ellipsoid_violations"]
+
+
+# ------------------------------------------------------------------ spherical obstacles
+
+#: A sphere condition counts as active at the oracle's solution within this [m^2/s^2].
+ACTIVE_TOL = 1e-4
+#: The antipodal sphere's centre obstacle: every straight path crosses it.
+CENTRE_SPHERE = ((0.0, 0.0, 1.5, 0.3),)
+
+
+def _swarm_with_spheres(rng, n=4, s=2):
+    """A swarm and ``s`` spheres placed close ahead of random drones (rows that bite)."""
+    pos, vel, a_nom = _swarm(rng, n)
+    owner = rng.integers(0, n, s)
+    radius = rng.uniform(0.1, 0.5, s)
+    ahead = vel[owner] / np.maximum(np.linalg.norm(vel[owner], axis=-1, keepdims=True), 1e-9)
+    gap = radius + rng.uniform(0.1, 0.6, s)  # centre-to-drone distance [m]
+    centre = pos[owner] + gap[:, None] * ahead + rng.normal(size=(s, 3)) * 0.1
+    return pos, vel, a_nom, np.concatenate([centre, radius[:, None]], axis=-1)
+
+
+def _oracle_filter(pos, vel, a_nom, spheres, cfg, i):
+    """Drone ``i``'s filter QP written out from the barrier definitions, solved by cvxpy.
+
+    Pairs: half of ``h'' + (k1 + k2) h' + k1 k2 h >= 0`` for ``h = d^T M d - 1``; spheres:
+    the same condition for ``h = |p - c|^2 - R^2`` (unnormalised); walls and the box.
+    """
+    a = cp.Variable(3)
+    k1, k2 = cfg.k1, cfg.k2
+    r_xy, r_z = cfg.radii_m
+    M = np.diag([1 / r_xy**2, 1 / r_xy**2, 1 / r_z**2])
+    cons = []
+    for j in range(len(pos)):
+        if j != i:
+            d, v = pos[i] - pos[j], vel[i] - vel[j]
+            h, hd = d @ M @ d - 1.0, 2.0 * d @ M @ v
+            cons.append(
+                2.0 * (M @ d) @ a >= 0.5 * (-2.0 * v @ M @ v - (k1 + k2) * hd - k1 * k2 * h)
+            )
+    for c in spheres:
+        d, v = pos[i] - c[:3], vel[i]
+        big_r = c[3] + cfg.obstacle_clearance_m + cfg.buffer_m
+        h, hd = d @ d - big_r**2, 2.0 * d @ v
+        cons.append(2.0 * v @ v + 2.0 * d @ a + (k1 + k2) * hd + k1 * k2 * h >= 0)
+    bounds = np.asarray(cfg.bounds_m).reshape(3, 2)
+    h_lo = pos[i] - (bounds[:, 0] + cfg.wall_margin_m)
+    h_hi = (bounds[:, 1] - cfg.wall_margin_m) - pos[i]
+    amax = np.asarray(cfg.acc_max_mps2)
+    cons += [
+        a + (k1 + k2) * vel[i] + k1 * k2 * h_lo >= 0,
+        -a - (k1 + k2) * vel[i] + k1 * k2 * h_hi >= 0,
+        cp.abs(a) <= amax,
+    ]
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(a - a_nom[i])), cons)
+    prob.solve(solver=cp.CLARABEL)
+    return prob.status == cp.OPTIMAL, a.value
+
+
+def _sphere_condition(pos, vel, a, spheres, cfg):
+    """``h'' + (k1 + k2) h' + k1 k2 h`` of every drone-sphere pair [n, s] (``h = |p-c|^2-R^2``)."""
+    d = pos[:, None] - spheres[None, :, :3]
+    big_r = spheres[:, 3] + cfg.obstacle_clearance_m + cfg.buffer_m
+    h = np.sum(d * d, -1) - big_r**2
+    hd = 2.0 * np.sum(d * vel[:, None], -1)
+    hdd = 2.0 * np.sum(vel * vel, -1)[:, None] + 2.0 * np.sum(d * a[:, None], -1)
+    return hdd + (cfg.k1 + cfg.k2) * hd + cfg.k1 * cfg.k2 * h
+
+
+def test_filter_with_sphere_rows_matches_cvxpy():
+    """The filter (NumPy float64 and JAX float32) against cvxpy on problems with sphere rows."""
+    cfg = Filter3DConfig()
+    rng = np.random.default_rng(7)
+    feasible_count = infeasible_count = active = false_alarms = total = 0
+    run_jax = jax.jit(
+        lambda p, v, a, i, m, s: filter_acceleration(p, v, a, i, m, cfg, jnp, spheres=s)
+    )
+    for _ in range(30):
+        pos, vel, a_nom, spheres = _swarm_with_spheres(rng)
+        vel = vel * 2.0  # faster: some problems infeasible
+        index, mask = _all_pairs(len(pos))
+        a, info = filter_acceleration(pos, vel, a_nom, index, mask, cfg, np, spheres=spheres)
+        a32, info32 = run_jax(
+            *(jnp.asarray(x, jnp.float32) for x in (pos, vel, a_nom)),
+            jnp.asarray(index),
+            jnp.asarray(mask),
+            jnp.asarray(spheres, jnp.float32),
+        )
+        for i in range(len(pos)):
+            total += 1
+            feasible, ref = _oracle_filter(pos, vel, a_nom, spheres, cfg, i)
+            ours_ok = info.status[i] == FilterStatus.OK
+            assert ours_ok == feasible, f"drone {i}: status {info.status[i]} vs cvxpy {feasible}"
+            if not feasible:
+                infeasible_count += 1
+                continue
+            feasible_count += 1
+            assert np.max(np.abs(a[i] - ref)) <= ORACLE_ATOL, (a[i], ref)
+            cond = _sphere_condition(pos[i : i + 1], vel[i : i + 1], ref[None], spheres, cfg)
+            active += int(np.any(np.abs(cond) <= ACTIVE_TOL))
+            if int(info32.status[i]) == FilterStatus.OK:
+                assert np.max(np.abs(np.asarray(a32[i]) - ref)) <= ORACLE_ATOL_F32
+            else:
+                false_alarms += 1
+    print(
+        f"{total} QPs: {feasible_count} feasible ({active} with a sphere row active), "
+        f"{infeasible_count} infeasible, float32 false alarms {false_alarms}"
+    )
+    assert active >= 10 and infeasible_count >= 3, (active, infeasible_count)
+    assert false_alarms <= MAX_FALSE_ALARMS * total
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_filtered_acceleration_keeps_every_sphere_condition(seed):
+    """Every OK drone's command satisfies the sphere ECBF condition, computed independently."""
+    rng = np.random.default_rng(seed)
+    cfg = Filter3DConfig()
+    pos, vel, a_nom, spheres = _swarm_with_spheres(rng, n=4, s=3)
+    index, mask = _all_pairs(len(pos))
+    a, info = filter_acceleration(pos, vel, a_nom, index, mask, cfg, np, spheres=spheres)
+    ok = info.status == FilterStatus.OK
+    cond = _sphere_condition(pos, vel, a, spheres, cfg)
+    scale = 2.0 * np.linalg.norm(pos[:, None] - spheres[None, :, :3], axis=-1)  # |dG/da|
+    assert np.all(cond[ok] >= -ROW_TOL * scale[ok]), cond[ok].min()
+    assert np.allclose(a[~ok], hover_fallback(vel, cfg, np)[~ok])
+    assert info.barrier.shape == (4, 3 + 3 + 6)
+
+
+@pytest.mark.slow
+def test_antipodal_swap_around_a_centre_sphere_jax():
+    """A 0.3 m sphere at the swap's centre: the filter keeps every drone 0.1 m off its surface
+    and the ellipsoids apart; without the filter every episode flies into it."""
+    seeds = range(2000, 2006)
+    results = {}
+    for filt in ("cbf", "none"):
+        spec = qr.QuadRunSpec(backend="jax", filter=filt, obstacles=CENTRE_SPHERE)
+        env = qr.make_env(spec)
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        trace = qr.rollout(env, "jax", keys, np.linspace(*SPEEDS_MPS, len(seeds)), 100)
+        results[filt] = m = qr.episode_metrics(env, trace)
+        total = {k: int(m[k].sum()) for k in ("obstacle_violations", "obstacle_contacts")}
+        print(
+            f"filter={filt}: {len(seeds)} episodes x 100 steps, obstacle violations "
+            f"{total['obstacle_violations']}, contacts {total['obstacle_contacts']}, "
+            f"min clearance {m['min_obstacle_clearance_m'].min():.3f} m, ellipsoid violations "
+            f"{int(m['ellipsoid_violations'].sum())}, fallbacks {int(trace.infeasible.sum())}"
+        )
+    safe = results["cbf"]
+    assert int(safe["obstacle_violations"].sum()) == 0, safe["min_obstacle_clearance_m"]
+    assert int(safe["ellipsoid_violations"].sum()) == 0 and int(safe["collisions"].sum()) == 0
+    assert np.all(results["none"]["obstacle_contacts"] > 0), results["none"]["obstacle_contacts"]

@@ -16,6 +16,9 @@ Barriers:
     1/R_xy^2, 1/R_z^2)``, an ellipsoid stretched along z (downwash: stacked drones keep
     ``R_z`` apart, side-by-side ones ``R_xy``).  Reciprocal: each drone takes half of the pair
     condition (``2 d^T M a_i >= rhs / 2``), as in Wang, Ames & Egerstedt 2017;
+  * spherical obstacles (centre ``c``, radius ``r``, static): ``h = |p - c|^2 / R^2 - 1`` with
+    ``R = r + obstacle_clearance_m + buffer_m``, the same second-order condition, taken whole
+    by the drone (the obstacle does not move);
   * floor, ceiling and the geofence (x, y walls): ``h = p_k - lo_k`` or ``hi_k - p_k``;
   * acceleration limits: a box ``|a_k| <= a_max,k`` (half-spaces).  Wall rows are axis-aligned
     too, so the two merge into one box per axis (``lo_k <= a_k <= hi_k``).
@@ -25,7 +28,7 @@ tracks ``a`` through its attitude loop and motors (tens of ms of lag), which the
 integrator does not model; the buffer absorbs that tracking error.  That part is checked
 empirically (the antipodal tests in every backend), not proven.
 
-Each drone's QP has 3 variables and ``k + 6`` rows; it is solved exactly
+Each drone's QP has 3 variables and ``k + s + 6`` rows (``s`` spheres); it is solved exactly
 (``qp_nd.project_enumerate``).  Fail closed: an infeasible QP (e.g. a wall row that needs more
 than the acceleration limit) or a non-finite input gives the hover fallback (brake to zero
 velocity within the acceleration limits) and a ``FilterStatus`` code, in the 2D filter's
@@ -80,6 +83,9 @@ class Filter3DConfig:
         acc_max_mps2: acceleration box (x, y, z) [m/s^2]; inside the PID's tilt cap.
         bounds_m: geofence (x_min, x_max, y_min, y_max, z_min, z_max) [m]; z_min is the floor.
         wall_margin_m: the filter keeps centres this far inside ``bounds_m`` [m].
+        obstacle_clearance_m: a drone centre closer than this to a spherical obstacle's surface
+            violates it [m] (the rotor tips reach 0.069 m); the filter keeps this plus
+            ``buffer_m``.
         brake_gain: fallback ``a = -brake_gain v`` (clipped to the box) [1/s].
         neighbours: neighbour budget k (the nearest in the ellipsoid's metric).
     """
@@ -91,6 +97,7 @@ class Filter3DConfig:
     acc_max_mps2: tuple[float, float, float] = (2.5, 2.5, 3.0)
     bounds_m: tuple[float, ...] = (-2.5, 2.5, -2.5, 2.5, 0.0, 3.0)
     wall_margin_m: float = 0.2
+    obstacle_clearance_m: float = 0.1
     brake_gain: float = 5.0
     neighbours: int = 7
 
@@ -129,15 +136,45 @@ def pair_rows(pos, vel, index, mask, config: Filter3DConfig, xp=np) -> PairRows:
     nbr_v = take(vel[..., None, :, :], index[..., None], axis=-2)
     d = pos[..., :, None, :] - nbr_p  # [..., n, k, 3]
     v = vel[..., :, None, :] - nbr_v
-    md = d * m_diag
+    G, b, h = _quadric_rows(d, v, m_diag, config, xp)
+    # Reciprocal: the pair condition is on a_i - a_j; each drone takes half of it.
+    return PairRows(G, 0.5 * b, xp.where(mask, h, xp.inf))
+
+
+def sphere_rows(pos, vel, spheres, config: Filter3DConfig, xp=np) -> PairRows:
+    """Exponential-CBF rows on each drone's acceleration for static spherical obstacles.
+
+    Args:
+        pos, vel: ``[..., n, 3]`` positions [m] and velocities [m/s].
+        spheres: ``[..., s, 4]`` obstacles: centre (x, y, z) and radius [m].
+        config: filter configuration (the kept radius is ``r + obstacle_clearance_m +
+            buffer_m``).
+        xp: ``numpy`` or ``jax.numpy``.
+
+    Returns:
+        ``PairRows`` with ``G [..., n, s, 3]``, ``b [..., n, s]`` and ``h [..., n, s]`` (the
+        barrier ``|p - c|^2 / R^2 - 1``).
+    """
+    keep = spheres[..., 3] + config.obstacle_clearance_m + config.buffer_m  # [..., s]
+    m = 1.0 / (keep * keep)
+    d = pos[..., :, None, :] - spheres[..., None, :, :3]  # [..., n, s, 3]
+    v = xp.broadcast_to(vel[..., :, None, :], d.shape)
+    return PairRows(*_quadric_rows(d, v, m[..., None, :, None], config, xp))
+
+
+def _quadric_rows(d, v, m, config: Filter3DConfig, xp):
+    """Rows ``G a <= b`` of ``h'' + (k1 + k2) h' + k1 k2 h >= 0`` for ``h = d^T M d - 1``.
+
+    ``d [..., 3]`` (``d'' = a``), ``v = d'`` and the diagonal ``m`` of ``M`` (broadcast).
+    Returns ``(G [..., 3], b [...], h [...])``.
+    """
+    md = d * m
     h = xp.sum(d * md, axis=-1) - 1.0
     hd = 2.0 * xp.sum(md * v, axis=-1)
-    vmv = xp.sum(v * v * m_diag, axis=-1)
+    vmv = xp.sum(v * v * m, axis=-1)
     k1, k2 = config.k1, config.k2
-    rhs = -2.0 * vmv - (k1 + k2) * hd - k1 * k2 * h  # pair: 2 d^T M (a_i - a_j) >= rhs
-    G = -2.0 * md
-    b = -0.5 * rhs
-    return PairRows(G, b, xp.where(mask, h, xp.inf))
+    rhs = -2.0 * vmv - (k1 + k2) * hd - k1 * k2 * h  # 2 d^T M a >= rhs
+    return -2.0 * md, -rhs, h
 
 
 def _take_jax(arr, idx, axis):
@@ -171,7 +208,7 @@ def hover_fallback(vel, config: Filter3DConfig, xp=np):
     return xp.clip(-config.brake_gain * vel, -amax, amax)
 
 
-def filter_acceleration(pos, vel, a_nom, index, mask, config: Filter3DConfig, xp=np):
+def filter_acceleration(pos, vel, a_nom, index, mask, config: Filter3DConfig, xp=np, spheres=None):
     """Filter each drone's nominal acceleration (decentralised, one 3-variable QP per drone).
 
     Args:
@@ -180,28 +217,37 @@ def filter_acceleration(pos, vel, a_nom, index, mask, config: Filter3DConfig, xp
         index, mask: ``[..., n, k]`` neighbour graph (``neighbours_3d``).
         config: filter configuration.
         xp: ``numpy`` or ``jax.numpy``.
+        spheres: ``[..., s, 4]`` static spherical obstacles (centre [m], radius [m]), or
+            ``None`` (none).
 
     Returns:
         ``(a [..., n, 3], FilterInfo)``: the filtered accelerations and per-drone diagnostics
-        (``barrier`` [..., n, k + 6]: pair barriers then walls; ``status`` ``FilterStatus``).
+        (``barrier`` [..., n, k + s + 6]: pair barriers, sphere barriers, then walls;
+        ``status`` ``FilterStatus``).
     """
     dtype = pos.dtype
     rows = pair_rows(pos, vel, index, mask, config, xp)
+    if spheres is None:
+        spheres = xp.zeros((0, 4), dtype=dtype)
+    obst = sphere_rows(pos, vel, xp.asarray(spheres, dtype=dtype), config, xp)
     lo, hi, h_walls = box_bounds(pos, vel, config, xp)
     eye = xp.eye(3, dtype=dtype)
     shape = lo.shape[:-1] + (3, 3)
     G = xp.concatenate(
-        [rows.G, xp.broadcast_to(-eye, shape), xp.broadcast_to(eye, shape)], axis=-2
+        [rows.G, obst.G, xp.broadcast_to(-eye, shape), xp.broadcast_to(eye, shape)], axis=-2
     )
-    b = xp.concatenate([rows.b, -lo, hi], axis=-1)
-    present = xp.concatenate([mask, xp.ones(lo.shape[:-1] + (6,), dtype=bool)], axis=-1)
+    b = xp.concatenate([rows.b, obst.b, -lo, hi], axis=-1)
+    present = xp.concatenate(
+        [mask, xp.ones(obst.b.shape, dtype=bool), xp.ones(lo.shape[:-1] + (6,), dtype=bool)],
+        axis=-1,
+    )
     finite = (
         xp.all(xp.isfinite(pos), axis=-1)
         & xp.all(xp.isfinite(vel), axis=-1)
         & xp.all(xp.isfinite(a_nom), axis=-1)
     )
     nbr_finite = xp.all(xp.isfinite(rows.b) | ~mask, axis=-1)
-    finite = finite & nbr_finite
+    finite = finite & nbr_finite & xp.all(xp.isfinite(obst.b), axis=-1)
     G = xp.where(finite[..., None, None], G, 0.0)
     b = xp.where(finite[..., None], b, 1.0)
     a0 = xp.where(finite[..., None], a_nom, 0.0)
@@ -216,7 +262,7 @@ def filter_acceleration(pos, vel, a_nom, index, mask, config: Filter3DConfig, xp
         int(FilterStatus.INVALID_INPUT),
     ).astype(np.int32)
     intervened = xp.any(a != a_nom, axis=-1)
-    barrier = xp.concatenate([rows.h, h_walls], axis=-1)
+    barrier = xp.concatenate([rows.h, obst.h, h_walls], axis=-1)
     info = FilterInfo(barrier, xp.zeros(status.shape, dtype), status, intervened)
     return a, info
 
@@ -245,4 +291,5 @@ __all__ = [
     "hover_fallback",
     "neighbours_3d",
     "pair_rows",
+    "sphere_rows",
 ]

@@ -60,6 +60,7 @@ class QuadRunSpec:
         seed: the episode's seed.
         aero: aerodynamic effects (drag, ground effect, downwash) on (``mjx``: must be off).
         speed_mps: go-to-goal cruise speed [m/s].
+        obstacles: static spherical obstacles, each (x, y, z, radius) [m].
     """
 
     backend: str = "jax"
@@ -71,6 +72,7 @@ class QuadRunSpec:
     seed: int = 0
     aero: bool = True
     speed_mps: float = 0.5
+    obstacles: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def make_env(spec: QuadRunSpec) -> qn.QuadNavigationEnv:
@@ -80,6 +82,7 @@ def make_env(spec: QuadRunSpec) -> qn.QuadNavigationEnv:
         scenario=spec.scenario,
         controller=spec.controller,
         aero=AERO_ON if spec.aero else AERO_OFF,
+        obstacles=tuple(tuple(float(x) for x in o) for o in spec.obstacles),
     )
     filt = Filter3DConfig() if spec.filter == "cbf" else None
     return qn.QuadNavigationEnv(qn.QuadEnvConfig(task=task, filter=filt))
@@ -174,7 +177,15 @@ def _mjx_episodes(env, steps: int):
             data, ctrl = carry
             quad = mjx_state(data, n)
             thrust, ctrl, info = qn.flight_command(
-                quad, ctrl, v_sp, params.robot, tc.controller, env._gains, env.filter_config, h
+                quad,
+                ctrl,
+                v_sp,
+                params.robot,
+                tc.controller,
+                env._gains,
+                env.filter_config,
+                h,
+                s0.task.obstacles,
             )
             data = mjx.step(model, data.replace(ctrl=thrust.reshape(-1).astype(data.ctrl.dtype)))
             return (data, ctrl), _filter_counts(info)
@@ -215,14 +226,16 @@ def _rollout_engine(env, backend: str, keys, speeds, steps) -> Trace:
     sim.reset(QuadState(*(x.reshape(e * n, -1) for x in start._replace(pos=start.pos + offset))))
     goal = s0.task.goal
 
+    spheres = s0.task.obstacles  # [E, s, 4]
+
     @jax.jit
     def command(quad, ctrl, v_sp):
-        def one(q, c, v):
+        def one(q, c, v, obst):
             return qn.flight_command(
-                q, c, v, params.robot, tc.controller, env._gains, env.filter_config, h
+                q, c, v, params.robot, tc.controller, env._gains, env.filter_config, h, obst
             )
 
-        thrust, ctrl, info = jax.vmap(one)(quad, ctrl, v_sp)
+        thrust, ctrl, info = jax.vmap(one)(quad, ctrl, v_sp, spheres)
         return (thrust, ctrl, *_filter_counts(info))
 
     setpoint = jax.jit(jax.vmap(lambda p, g, v: qn.go_to_goal_velocity(p, g, v, SWIRL)))
@@ -255,7 +268,10 @@ def episode_metrics(env: qn.QuadNavigationEnv, trace: Trace) -> dict[str, np.nda
     (drone pairs that ever entered the safety ellipsoid), ``collisions`` (pairs whose rotor
     discs ever overlapped: centres closer than ``collision_distance_m``), ``success_rate``
     (fraction at their goal at the end), ``mean_time_to_goal_s`` (first arrivals; nan if none),
-    ``min_altitude_m``.
+    ``min_altitude_m``; with spherical obstacles also ``min_obstacle_clearance_m`` (drone centre
+    to sphere surface; inf without obstacles), ``obstacle_violations`` (drone-sphere pairs that
+    ever came closer than ``obstacle_clearance_m``) and ``obstacle_contacts`` (pairs whose rotor
+    discs ever touched a sphere: closer than the rotor-tip radius).
     """
     pos = trace.pos
     e, t, n, _ = pos.shape
@@ -276,6 +292,8 @@ def episode_metrics(env: qn.QuadNavigationEnv, trace: Trace) -> dict[str, np.nda
     arrived = np.isfinite(times).any(axis=-1)
     mean_time = np.full(e, np.nan)
     mean_time[arrived] = np.nanmean(times[arrived], axis=-1)
+    spheres = np.asarray(env.config.task.obstacles, np.float64).reshape(-1, 4)
+    clear = qn.obstacle_clearance(pos, spheres, np)  # [E, T, n, s]
     return {
         "min_separation_m": sep_pairs.min(axis=(1, 2, 3)),
         "ellipsoid_violations": inside.sum(axis=(1, 2)),
@@ -283,6 +301,9 @@ def episode_metrics(env: qn.QuadNavigationEnv, trace: Trace) -> dict[str, np.nda
         "success_rate": at_goal[:, -1].mean(axis=-1),
         "mean_time_to_goal_s": mean_time,
         "min_altitude_m": pos[..., 2].min(axis=(1, 2)),
+        "min_obstacle_clearance_m": clear.min(axis=(1, 2, 3), initial=np.inf),
+        "obstacle_violations": (clear < env.config.obstacle_clearance_m).any(axis=1).sum((1, 2)),
+        "obstacle_contacts": (clear < 0.5 * collide).any(axis=1).sum(axis=(1, 2)),
     }
 
 
@@ -307,7 +328,9 @@ def metrics_record(spec: QuadRunSpec, env, trace: Trace, timing: dict[str, float
         "robot_diameter_m": float(qn.collision_distance_m(env.default_params().robot)),
         "collisions": int(m["collisions"]),
         "min_separation_m": validate.json_number(float(m["min_separation_m"])),
-        "min_obstacle_clearance_m": None,
+        "min_obstacle_clearance_m": (
+            validate.json_number(float(m["min_obstacle_clearance_m"])) if spec.obstacles else None
+        ),
         "success_rate": float(m["success_rate"]),
         "mean_time_to_goal_s": validate.json_number(float(m["mean_time_to_goal_s"])),
         "filter_interventions": int(trace.interventions[0]),
@@ -323,14 +346,21 @@ def metrics_record(spec: QuadRunSpec, env, trace: Trace, timing: dict[str, float
         "separation_metric": "sqrt(dx^2 + dy^2 + (horizontal/vertical)^2 dz^2)",
         "ellipsoid_violations": int(m["ellipsoid_violations"]),
         "min_altitude_m": float(m["min_altitude_m"]),
+        "obstacles": [list(o) for o in env.config.task.obstacles],
+        "obstacle_clearance_required_m": env.config.obstacle_clearance_m,
+        "obstacle_violations": int(m["obstacle_violations"]),
+        "obstacle_contacts": int(m["obstacle_contacts"]),
     }
 
 
 def check_layout(env: qn.QuadNavigationEnv, key) -> None:
-    """Refuse starts or goals closer than the filter keeps drones (the ellipsoid without one).
+    """Refuse starts or goals closer than the filter keeps drones apart or from an obstacle.
+
+    Without the filter the limits are the safety ellipsoid and the obstacle clearance.
 
     Raises:
-        ValidationError: one line naming the drones, their separation and the limit.
+        ValidationError: one line naming the drones (or drone and obstacle), their
+            separation and the limit.
     """
     s = jax.tree.map(lambda x: x[0], _resets(env)(key[None], env.default_params()))
     filt = env.filter_config
@@ -347,6 +377,15 @@ def check_layout(env: qn.QuadNavigationEnv, key) -> None:
                 f"quad_navigation/{env.config.task.scenario}: drones {min(i, j)} and "
                 f"{max(i, j)} {name}s are {sep[i, j]:.3f} m apart (safety-ellipsoid metric), "
                 f"closer than the {limit:.3f} m the filter keeps; use fewer drones"
+            )
+        clear = qn.obstacle_clearance(pts, np.asarray(s.task.obstacles, np.float64), np)
+        keep = env.config.obstacle_clearance_m + (filt.buffer_m if filt is not None else 0.0)
+        if clear.size and clear.min() < keep:
+            i, j = np.unravel_index(np.argmin(clear), clear.shape)
+            raise validate.ValidationError(
+                f"quad_navigation/{env.config.task.scenario}: drone {i}'s {name} is "
+                f"{clear[i, j]:.3f} m from obstacle {j}'s surface, closer than the {keep:.3f} m "
+                "the filter keeps; move or shrink the obstacle"
             )
 
 
@@ -388,10 +427,11 @@ def write_outputs(out: Path, spec: QuadRunSpec, env, trace: Trace, metrics, anim
         f"{spec.scenario}, {spec.robots} drones, {spec.backend}, {spec.controller}, "
         f"filter={spec.filter}"
     )
-    bounds = env.config.task.arena_bounds
-    render_3d.plot_trajectories_3d(out / "trajectories.png", pos, goal, bounds, title)
+    bounds, spheres = env.config.task.arena_bounds, env.config.task.obstacles
+    render_3d.plot_trajectories_3d(out / "trajectories.png", pos, goal, bounds, title, spheres)
     if animation:
-        render_3d.animate_3d(out / "rollout.gif", pos, goal, bounds, env.config.task.dt_s, title)
+        dt = env.config.task.dt_s
+        render_3d.animate_3d(out / "rollout.gif", pos, goal, bounds, dt, title, spheres=spheres)
 
 
 def run_quad_navigation(spec: QuadRunSpec, out: Path | None, animation: bool = True):

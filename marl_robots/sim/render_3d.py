@@ -11,8 +11,17 @@ from pathlib import Path
 import numpy as np
 
 
-def _axes(fig, bounds, title):
+def _axes(fig, bounds, title, spheres=()):
     ax = fig.add_subplot(projection="3d")
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 16), np.linspace(0, np.pi, 9))
+    for x, y, z, r in spheres:  # obstacles as grey wireframes
+        ax.plot_wireframe(
+            x + r * np.cos(u) * np.sin(v),
+            y + r * np.sin(u) * np.sin(v),
+            z + r * np.cos(v),
+            color="0.5",
+            lw=0.4,
+        )
     x0, x1, y0, y1, z0, z1 = bounds
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -25,7 +34,7 @@ def _axes(fig, bounds, title):
     return ax
 
 
-def plot_trajectories_3d(path: Path, pos, goal, bounds, title: str = "") -> None:
+def plot_trajectories_3d(path: Path, pos, goal, bounds, title: str = "", spheres=()) -> None:
     """Write a PNG of every drone's path (start dot, goal cross, final position ring).
 
     Args:
@@ -34,6 +43,7 @@ def plot_trajectories_3d(path: Path, pos, goal, bounds, title: str = "") -> None
         goal: ``[n, 3]`` goals [m].
         bounds: arena (x_min, x_max, y_min, y_max, z_min, z_max) [m].
         title: figure title.
+        spheres: spherical obstacles, each (x, y, z, radius) [m].
     """
     import matplotlib  # noqa: PLC0415
 
@@ -41,7 +51,7 @@ def plot_trajectories_3d(path: Path, pos, goal, bounds, title: str = "") -> None
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig = plt.figure(figsize=(6.4, 5.6), dpi=100)
-    ax = _axes(fig, bounds, title)
+    ax = _axes(fig, bounds, title, spheres)
     colours = plt.cm.tab20(np.linspace(0, 1, pos.shape[1]))
     for i, c in enumerate(colours):
         ax.plot(pos[:, i, 0], pos[:, i, 1], pos[:, i, 2], color=c, lw=1.0)
@@ -53,7 +63,9 @@ def plot_trajectories_3d(path: Path, pos, goal, bounds, title: str = "") -> None
     plt.close(fig)
 
 
-def animate_3d(path: Path, pos, goal, bounds, dt: float, title: str = "", frames: int = 60):
+def animate_3d(
+    path: Path, pos, goal, bounds, dt: float, title: str = "", frames: int = 60, spheres=()
+):
     """Write an animated GIF of the drones (at most ``frames`` frames, 10 per second).
 
     Args:
@@ -62,6 +74,7 @@ def animate_3d(path: Path, pos, goal, bounds, dt: float, title: str = "", frames
         dt: time between rows of ``pos`` [s] (for the time label).
         title: figure title.
         frames: largest number of frames.
+        spheres: spherical obstacles, as ``plot_trajectories_3d``.
     """
     import matplotlib  # noqa: PLC0415
 
@@ -71,7 +84,7 @@ def animate_3d(path: Path, pos, goal, bounds, dt: float, title: str = "", frames
 
     idx = np.unique(np.linspace(0, pos.shape[0] - 1, min(frames, pos.shape[0])).astype(int))
     fig = plt.figure(figsize=(4.8, 4.2), dpi=70)
-    ax = _axes(fig, bounds, title)
+    ax = _axes(fig, bounds, title, spheres)
     colours = plt.cm.tab20(np.linspace(0, 1, pos.shape[1]))
     ax.scatter(goal[:, 0], goal[:, 1], goal[:, 2], c=colours, marker="x", s=15)
     dots = ax.scatter(pos[0, :, 0], pos[0, :, 1], pos[0, :, 2], c=colours, s=25)

@@ -2,7 +2,7 @@
 
 Same ``State`` as ``sim.env.NavigationEnv`` (task state, per-robot ``obs``, named ``reward`` and
 ``cost`` terms, ``done``, ``metrics``, ``sensing``), and the same observation builder (it is
-``NavigationEnv.observe``, reused, with d = 3 and no obstacles).
+``NavigationEnv.observe``, reused, with d = 3; its obstacle slots see the spherical obstacles).
 
 Action: each drone's velocity setpoint [n, 3] [m/s, world frame], tracked at the physics rate
 by a flight controller (``pid``: the cascaded PID, ``controllers.quad_pid``, its integrators part
@@ -17,9 +17,11 @@ loop turns the setpoint into a commanded acceleration, the 3D CBF filter
 MuJoCo/PyBullet runner (``sim.quad_run``) so every backend flies the same controller and filter.
 
 Scenarios: ``antipodal`` (drones on a randomly rotated Fibonacci sphere fly to the opposite
-point) and ``random`` (starts
-and goals in jittered cells of a 3D grid).  Without the filter, the antipodal swap collides
-(tested); with it, no pair enters the safety ellipsoid (``tests/test_quad_safety.py``).
+point) and ``random`` (starts and goals in jittered cells of a 3D grid).  Optional static
+spherical obstacles (``QuadNavigationConfig.obstacles``), e.g. one at the centre of the
+antipodal sphere, where every straight path crosses.  Without the filter, the antipodal swap
+collides and flies through such a sphere (tested); with it, no pair enters the safety ellipsoid
+and no drone comes within ``obstacle_clearance_m`` of a sphere (``tests/test_quad_safety.py``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class QuadNavigationConfig:
         goal_tolerance_m: a drone within this of its goal is at its goal [m].
         aero: aerodynamic effects simulated.
         controller: flight controller tracking the setpoints, ``pid`` or ``geometric``.
+        obstacles: static spherical obstacles, each (x, y, z, radius) [m].
     """
 
     robots: int = 8
@@ -83,6 +86,7 @@ class QuadNavigationConfig:
     goal_tolerance_m: float = 0.1
     aero: Aero = AERO_ON
     controller: str = "pid"
+    obstacles: tuple[tuple[float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.scenario not in QUAD_SCENARIOS:
@@ -93,6 +97,11 @@ class QuadNavigationConfig:
             raise KeyError(f"unknown controller {self.controller!r}; known controllers: {known}")
         if self.robots < 1 or self.substeps < 1 or self.dt_s <= 0:
             raise ValueError("robots >= 1, substeps >= 1 and dt_s > 0 required")
+        for sphere in self.obstacles:
+            if len(sphere) != 4 or not all(math.isfinite(x) for x in sphere) or sphere[3] <= 0:
+                raise ValueError(
+                    f"an obstacle is (x, y, z, radius) [m], finite, radius > 0; got {sphere}"
+                )
 
     @property
     def arena_bounds(self) -> tuple[float, ...]:
@@ -105,9 +114,10 @@ class QuadNavigationConfig:
 class QuadEnvConfig:
     """Env configuration: the task, sensing, rewards (as ``EnvConfig``), safety, filter.
 
-    ``safety`` is the ellipsoid the metrics measure; ``filter`` the 3D filter (``None``:
-    unfiltered), whose ``bounds_m`` are replaced by the task's arena and whose ellipsoid by
-    ``safety``.
+    ``safety`` is the ellipsoid the metrics measure; ``obstacle_clearance_m`` the distance from
+    a spherical obstacle's surface that a drone centre must keep [m] (the rotor tips reach
+    0.069 m); ``filter`` the 3D filter (``None``: unfiltered), whose ``bounds_m``,
+    ellipsoid and obstacle clearance are replaced by the task's arena and these two.
     """
 
     task: QuadNavigationConfig = QuadNavigationConfig()
@@ -119,14 +129,15 @@ class QuadEnvConfig:
     time_penalty: float = 0.01
     cost_weights: tuple[tuple[str, float], ...] = field(default=(("collision", 5.0),))
     safety: SafetyEllipsoid = SafetyEllipsoid()
+    obstacle_clearance_m: float = 0.1
     filter: Filter3DConfig | None = None
 
 
 class QuadNavState(NamedTuple):
     """Task state (a pytree): the drones, their goals and controller, the step counter.
 
-    ``obstacles`` [0, 4] and ``obstacle_mask`` [0] are empty (the observation builder's
-    obstacle slots stay padding).
+    ``obstacles`` [s, 4]: the spherical obstacles (centre, radius [m]), ``obstacle_mask`` [s]
+    all true.
     """
 
     quad: QuadState
@@ -196,7 +207,12 @@ class QuadNavigationEnv(NavigationEnv):
         self.filter_config = (
             None
             if config.filter is None
-            else replace(config.filter, bounds_m=config.task.arena_bounds, ellipsoid=config.safety)
+            else replace(
+                config.filter,
+                bounds_m=config.task.arena_bounds,
+                ellipsoid=config.safety,
+                obstacle_clearance_m=config.obstacle_clearance_m,
+            )
         )
 
     @property
@@ -226,6 +242,7 @@ class QuadNavigationEnv(NavigationEnv):
             jnp.eye(n, dtype=bool), jnp.inf, 0.0
         )
         inside = sep < self.config.safety.horizontal_m
+        clear = obstacle_clearance(pos, task_state.obstacles, jnp)  # [n, s]
         at_goal = (
             jnp.linalg.norm(task_state.goal - pos, axis=-1) < self.config.task.goal_tolerance_m
         )
@@ -237,7 +254,10 @@ class QuadNavigationEnv(NavigationEnv):
             "ellipsoid_violations": (jnp.sum(inside) // 2).astype(jnp.float32),
             "filter_interventions": jnp.float32(0.0),
             "qp_infeasible": jnp.float32(0.0),
-            "obstacle_clearance_m": jnp.float32(jnp.inf),
+            "obstacle_clearance_m": jnp.min(clear, initial=jnp.inf).astype(jnp.float32),
+            "obstacle_violations": jnp.sum(clear < self.config.obstacle_clearance_m).astype(
+                jnp.float32
+            ),
             "min_altitude_m": jnp.min(pos[:, 2]).astype(jnp.float32),
         }
         return (at_goal, close), metrics
@@ -245,9 +265,11 @@ class QuadNavigationEnv(NavigationEnv):
     def _costs(self, task_state: QuadNavState, params: QuadEnvParams) -> dict[str, jax.Array]:
         (_, close), _ = self._metrics(task_state, params)
         pos = task_state.quad.pos
+        tip = 0.5 * collision_distance_m(params.robot)
+        touching = jnp.any(obstacle_clearance(pos, task_state.obstacles, jnp) < tip, axis=-1)
         return {
             "collision": jnp.any(close, axis=-1).astype(jnp.float32),
-            "obstacle": (pos[:, 2] < 0.0).astype(jnp.float32),  # below the floor
+            "obstacle": ((pos[:, 2] < 0.0) | touching).astype(jnp.float32),  # floor, spheres
         }
 
     def reset(self, key: jax.Array, params: QuadEnvParams) -> State:
@@ -259,8 +281,8 @@ class QuadNavigationEnv(NavigationEnv):
             quad=quad,
             ctrl=quad_pid.init(n, jnp.float32, jnp),
             goal=goal,
-            obstacles=jnp.zeros((0, 4), jnp.float32),
-            obstacle_mask=jnp.zeros((0,), bool),
+            obstacles=jnp.asarray(self.config.task.obstacles, jnp.float32).reshape(-1, 4),
+            obstacle_mask=jnp.ones((len(self.config.task.obstacles),), bool),
             t=jnp.int32(0),
             reached_step=jnp.full((n,), -1, jnp.int32),
         )
@@ -275,7 +297,15 @@ class QuadNavigationEnv(NavigationEnv):
         def physics(_, carry):
             quad, ctrl, changed, infeasible = carry
             thrust, ctrl, info = flight_command(
-                quad, ctrl, action, params.robot, tc.controller, self._gains, self.filter_config, h
+                quad,
+                ctrl,
+                action,
+                params.robot,
+                tc.controller,
+                self._gains,
+                self.filter_config,
+                h,
+                ts.obstacles,
             )
             if info is not None:
                 changed = changed + jnp.sum(info.intervened)
@@ -315,7 +345,9 @@ class QuadNavigationEnv(NavigationEnv):
         )
 
 
-def flight_command(quad: QuadState, ctrl, v_sp, params, controller: str, gains, filt, h):
+def flight_command(
+    quad: QuadState, ctrl, v_sp, params, controller: str, gains, filt, h, spheres=None
+):
     """Rotor thrusts for velocity setpoints, through the 3D filter if ``filt`` is given (JAX).
 
     Outer loop (setpoint -> commanded acceleration), ``safety_filter_3d.filter_acceleration``,
@@ -329,6 +361,7 @@ def flight_command(quad: QuadState, ctrl, v_sp, params, controller: str, gains, 
         controller: ``pid`` or ``geometric``; ``gains``: its gains.
         filt: ``Filter3DConfig`` or ``None``.
         h: control period [s].
+        spheres: ``[s, 4]`` spherical obstacles (centre, radius [m]) the filter avoids.
 
     Returns:
         ``(thrust [n, 4] [N], ctrl, FilterInfo or None)``.
@@ -345,12 +378,23 @@ def flight_command(quad: QuadState, ctrl, v_sp, params, controller: str, gains, 
     a = a_nom
     if filt is not None:
         index, mask = neighbours_3d(quad.pos, filt)
-        a, info = filter_acceleration(quad.pos, quad.vel, a_nom, index, mask, filt, jnp)
+        a, info = filter_acceleration(
+            quad.pos, quad.vel, a_nom, index, mask, filt, jnp, spheres=spheres
+        )
     if controller == "pid":
         thrust, rate_int = quad_pid.track_acceleration(ctrl, quad, a, yaw, params, gains, h, jnp)
         return thrust, quad_pid.PidState(vel_int, rate_int), info
     setpoint = Setpoint(pos=quad.pos, vel=quad.vel, acc=a, yaw=yaw)
     return quad_geometric.control(quad, setpoint, params, gains, jnp), ctrl, info
+
+
+def obstacle_clearance(pos, spheres, xp=jnp):
+    """Distance from each drone centre to each sphere's surface [n, s] [m] (< 0: inside).
+
+    ``pos [..., n, 3]``, ``spheres [..., s, 4]`` (centre, radius [m]).
+    """
+    diff = pos[..., :, None, :] - spheres[..., None, :, :3]
+    return xp.sqrt(xp.sum(diff * diff, axis=-1)) - spheres[..., None, :, 3]
 
 
 def go_to_goal_velocity(pos, goal, speed_mps=0.5, swirl=0.0) -> jax.Array:
@@ -380,4 +424,5 @@ __all__ = [
     "QuadNavigationEnv",
     "flight_command",
     "go_to_goal_velocity",
+    "obstacle_clearance",
 ]
