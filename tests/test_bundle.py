@@ -82,6 +82,17 @@ def _write_policy(folder: Path, name: str) -> None:
     dim = env.obs_layout.dim
     params["obs_mean"] = 0.05 * jax.random.normal(jax.random.PRNGKey(5), (dim,))
     params["obs_std"] = jax.random.uniform(jax.random.PRNGKey(6), (dim,), minval=0.5, maxval=1.5)
+    # Realistic statistics of the mask flags (mostly 1): a normalised flag of 1 reads 0.33, so
+    # a mirror that took its masks from the normalised observation would break parity.
+    lay = env.obs_layout
+    flags = np.concatenate(
+        [
+            lay.self_dim + lay.nbr_dim * np.arange(lay.k) + 2 * lay.d,
+            lay.self_dim + lay.k * lay.nbr_dim + lay.obst_dim * np.arange(lay.m) + lay.d + 1,
+        ]
+    )
+    params["obs_mean"] = params["obs_mean"].at[flags].set(0.9)
+    params["obs_std"] = params["obs_std"].at[flags].set(0.3)
     save_policy(folder, kind, params, config, {"training": {"note": "test fixture"}})
 
 

@@ -26,6 +26,10 @@ TIME_TO_GOAL_ATOL_S = 0.2
 INTERVENTIONS_RTOL = 0.05
 #: Parity of the env + policy path with the closed loop (identical computations).
 PARITY_ATOL_M = 1e-5
+#: A masked-in neighbour moved by 0.3 m must move the network output at least this much.
+OUTPUT_CHANGE_MIN = 1e-3
+#: Changing a masked-out slot's padding may change the output by float noise only.
+OUTPUT_ATOL = 1e-6
 
 
 def test_demo_metrics_pinned():
@@ -122,3 +126,55 @@ def test_gnn_permutation_invariant_in_neighbours(name):
     mean_s, _ = dist(pp, shuffled)
     assert_allclose(mean, mean_s, atol=1e-4)
     assert float(jnp.std(mean)) > 1e-3
+
+
+def _mask_columns(lay) -> np.ndarray:
+    """Observation columns of the neighbour and obstacle mask flags."""
+    nbr = lay.self_dim + lay.nbr_dim * np.arange(lay.k) + 2 * lay.d
+    obst = lay.self_dim + lay.k * lay.nbr_dim + lay.obst_dim * np.arange(lay.m) + lay.d + 1
+    return np.concatenate([nbr, obst])
+
+
+@pytest.mark.parametrize("name", ["gnn", "cbf-tuning"])
+def test_gnn_masks_come_from_the_raw_observation(name):
+    """A masked-in neighbour moves -> the output changes; masked-out padding -> it does not.
+
+    With realistic normalisation statistics (flags mostly 1: mean 0.9, std 0.3) a normalised
+    flag of 1 reads 0.33; a network taking its masks from the normalised observation ignores
+    every neighbour (the known defect) and fails the first check.
+    """
+    env = NavigationEnv(EnvConfig(task=NavigationConfig(robots=4, scenario="random")))
+    lay = env.obs_layout
+    policy = POLICIES.get(name)(env)
+    pp = policy.init(jax.random.PRNGKey(0))
+    # Output layer scaled up from its near-zero init so the output reflects the network.
+    pp["net"]["params"]["out"] = jax.tree_util.tree_map(
+        lambda x: x * 100.0, pp["net"]["params"]["out"]
+    )
+    cols = _mask_columns(lay)
+    pp["obs_mean"] = pp["obs_mean"].at[cols].set(0.9)
+    pp["obs_std"] = pp["obs_std"].at[cols].set(0.3)
+    # One robot: goal 1 m ahead, walls 1 m away, neighbour slot 0 real (0.3 m ahead, 0.1 m to
+    # the left, approaching), the other neighbour slots padding, both obstacles real.
+    obs = np.zeros((1, lay.dim), np.float32)
+    obs[0, 0] = 1.0
+    obs[0, 2 * lay.d : 4 * lay.d] = 1.0
+    slot = lambda j: lay.self_dim + j * lay.nbr_dim  # noqa: E731
+    obs[0, slot(0) : slot(0) + 2 * lay.d] = [0.3, 0.1, -0.2, 0.0]
+    obs[0, cols] = 1.0
+    obs[0, cols[1 : lay.k]] = 0.0
+    i1 = lay.self_dim + lay.k * lay.nbr_dim
+    for j, (x, y, r) in enumerate([(0.5, 0.6, 0.45), (0.5, -0.6, 0.45)][: lay.m]):
+        obs[0, i1 + j * lay.obst_dim : i1 + j * lay.obst_dim + lay.d + 1] = [x, y, r]
+    obs = jnp.asarray(obs)
+    assert lay.split(obs)["nbr_mask"].tolist() == [[True] + [False] * (lay.k - 1)]
+    dist = jax.jit(policy.distribution)
+    mean, _ = dist(pp, obs)
+    moved = obs.at[0, slot(0) : slot(0) + lay.d].add(0.3)
+    padded = obs.at[0, slot(1) : slot(1) + 2 * lay.d].set(
+        jax.random.normal(jax.random.PRNGKey(2), (2 * lay.d,))
+    )
+    mean_moved, _ = dist(pp, moved)
+    mean_padded, _ = dist(pp, padded)
+    assert float(jnp.max(jnp.abs(mean_moved - mean))) > OUTPUT_CHANGE_MIN
+    assert_allclose(mean_padded, mean, atol=OUTPUT_ATOL)

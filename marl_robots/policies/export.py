@@ -275,10 +275,14 @@ def onnx_model(manifest: dict, params: dict):
     h = op("Tanh", [dense(h, "self_hidden")])
 
     def entities(start: int, count_: int, size: int, mask_col: int, layer: str):
-        flat = cols(x, start, start + count_ * size, 1)
-        ent = op("Reshape", [flat, const([-1, count_, size], np.int64)])
-        flag = op("Squeeze", [cols(ent, mask_col, mask_col + 1, 2), const([2], np.int64)])
-        return dense(ent, layer), op("Greater", [flag, const(0.5)])
+        def slots(src: str) -> str:
+            flat = cols(src, start, start + count_ * size, 1)
+            return op("Reshape", [flat, const([-1, count_, size], np.int64)])
+
+        # The mask flags are read from the raw observation (normalised, they are not 0/1).
+        raw_ent = slots("obs")
+        flag = op("Squeeze", [cols(raw_ent, mask_col, mask_col + 1, 2), const([2], np.int64)])
+        return dense(slots(x), layer), op("Greater", [flag, const(0.5)])
 
     e_nbr, m_nbr = entities(self_dim, k, nbr_dim, 2 * d, "nbr_in")
     if m:

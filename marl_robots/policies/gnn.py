@@ -77,9 +77,17 @@ class GNN(nn.Module):
     out_scale: float = 0.01
 
     @nn.compact
-    def __call__(self, obs: jax.Array, extra: jax.Array | None = None) -> jax.Array:
-        """Map obs [..., obs_dim] (normalised) -> [..., out_dim]; ``extra`` [..., e] joins h_i."""
-        o = self.layout.split(obs)
+    def __call__(
+        self, obs: jax.Array, mask: jax.Array, extra: jax.Array | None = None
+    ) -> jax.Array:
+        """Map obs [..., obs_dim] (normalised) -> [..., out_dim].
+
+        Args:
+            obs: normalised observation [..., obs_dim].
+            mask: [..., k + m] bool, which entity slots are real (``entity_mask`` of the *raw*
+                observation: after normalisation the 0/1 flags no longer read as 0/1).
+            extra: optional [..., e] joined to the robot's own features.
+        """
         parts = [obs[..., : self.layout.self_dim]]
         if extra is not None:
             parts.append(extra)
@@ -93,12 +101,9 @@ class GNN(nn.Module):
         i1 = i0 + k * self.layout.nbr_dim
         obst = obs[..., i1 : i1 + m * self.layout.obst_dim].reshape(lead + (m, -1))
         ents = [nn.Dense(self.hidden, name="nbr_in")(nbr)]
-        masks = [o["nbr_mask"]]
         if m:
             ents.append(nn.Dense(self.hidden, name="obst_in")(obst))
-            masks.append(o["obst_mask"])
         e = jnp.concatenate(ents, axis=-2)
-        mask = jnp.concatenate(masks, axis=-1)
         msg = nn.tanh(_SplitDense(self.hidden, name="msg")(h, nn.tanh(e)))
         logits = nn.Dense(1, name="attn")(msg)[..., 0]
         logits = jnp.where(mask, logits, -1e9)
@@ -115,6 +120,15 @@ class GNN(nn.Module):
         z = nn.tanh(nn.Dense(self.hidden, name="out_hidden")(jnp.concatenate([h, pooled], -1)))
         init = nn.initializers.variance_scaling(self.out_scale, "fan_in", "truncated_normal")
         return nn.Dense(self.out_dim, kernel_init=init, name="out")(z)
+
+
+def entity_mask(layout: ObsLayout, obs: jax.Array) -> jax.Array:
+    """Which entity slots are real: [..., k + m] bool from the *raw* observation [..., dim].
+
+    Neighbour slots first, then obstacle slots (the order of the GNN's entities).
+    """
+    o = layout.split(obs)
+    return jnp.concatenate([o["nbr_mask"], o["obst_mask"]], axis=-1)
 
 
 class _Learned:
@@ -138,7 +152,7 @@ class _Learned:
         """Fresh params (identity observation normalisation)."""
         obs = jnp.zeros((1, self.layout.dim), jnp.float32)
         return {
-            "net": self.net.init(key, obs),
+            "net": self.net.init(key, obs, entity_mask(self.layout, obs)),
             "log_std": jnp.full((self.raw_dim,), math.log(INIT_STD), jnp.float32),
             "obs_mean": jnp.zeros((self.layout.dim,), jnp.float32),
             "obs_std": jnp.ones((self.layout.dim,), jnp.float32),
@@ -150,7 +164,10 @@ class _Learned:
 
     def distribution(self, params: dict, obs: jax.Array):
         """Gaussian over the raw action: mean [..., n, a], log_std [a]."""
-        return self.net.apply(params["net"], self.normalise(params, obs)), params["log_std"]
+        mean = self.net.apply(
+            params["net"], self.normalise(params, obs), entity_mask(self.layout, obs)
+        )
+        return mean, params["log_std"]
 
     def apply(self, params: dict, obs: jax.Array):
         """Deterministic (mean) action for obs [..., n, obs_dim]."""

@@ -39,7 +39,7 @@ import optax
 
 from marl_robots.core import defaults
 from marl_robots.policies import POLICIES
-from marl_robots.policies.gnn import GNN
+from marl_robots.policies.gnn import GNN, entity_mask
 from marl_robots.sim import wrappers as wr
 from marl_robots.sim.env import EnvConfig, NavigationEnv, total_reward
 from marl_robots.sim.tasks.navigation import NavigationConfig
@@ -140,7 +140,11 @@ class CriticMLP(nn.Module):
     hidden: int = 64
 
     @nn.compact
-    def __call__(self, obs: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, obs: jax.Array, mask: jax.Array | None = None, extra: jax.Array | None = None
+    ) -> jax.Array:
+        """``mask`` (the GNN critic's entity mask) is not used: the flags are in ``obs``."""
+        del mask
         x = obs if extra is None else jnp.concatenate([obs, extra], -1)
         x = nn.tanh(nn.Dense(self.hidden)(x))
         x = nn.tanh(nn.Dense(self.hidden)(x))
@@ -220,7 +224,8 @@ class Trainer:
     def value(self, critic, actor, obs):
         """V [..., n] of raw observations [..., n, obs_dim]."""
         obs_n = self.policy.normalise(actor, obs)
-        return self.critic_net.apply(critic, obs_n, self._critic_extra(obs_n))[..., 0]
+        mask = entity_mask(self.base.obs_layout, obs)
+        return self.critic_net.apply(critic, obs_n, mask, self._critic_extra(obs_n))[..., 0]
 
     @staticmethod
     def log_prob(raw, mean, log_std):
@@ -235,7 +240,9 @@ class Trainer:
         actor = self.policy.init(k_actor)
         lay = self.base.obs_layout
         obs = jnp.zeros((1, self.base.n, lay.dim))
-        critic = self.critic_net.init(k_critic, obs, self._critic_extra(obs))
+        critic = self.critic_net.init(
+            k_critic, obs, entity_mask(lay, obs), self._critic_extra(obs)
+        )
         trainable = {"actor": {"net": actor["net"], "log_std": actor["log_std"]}, "critic": critic}
         env_state = self.env.reset(k_env, self.env_params)
         return TrainState(

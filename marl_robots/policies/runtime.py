@@ -74,13 +74,16 @@ def torch_module(manifest: dict):
             self_dim, nbr_dim, obst_dim = 4 * d, 2 * d + 1, d + 2
             h = torch.tanh(self.self_in(x[:, :self_dim]))
             h = torch.tanh(self.self_hidden(h))
-            nbr = x[:, self_dim : self_dim + k * nbr_dim].reshape(-1, k, nbr_dim)
-            ents, masks = [self.nbr_in(nbr)], [nbr[..., 2 * d] > 0.5]
+            i1 = self_dim + k * nbr_dim
+            nbr = x[:, self_dim:i1].reshape(-1, k, nbr_dim)
+            # The mask flags are read from the raw observation (normalised, they are not 0/1).
+            raw_nbr = obs[:, self_dim:i1].reshape(-1, k, nbr_dim)
+            ents, masks = [self.nbr_in(nbr)], [raw_nbr[..., 2 * d] > 0.5]
             if m:
-                i1 = self_dim + k * nbr_dim
                 obst = x[:, i1 : i1 + m * obst_dim].reshape(-1, m, obst_dim)
+                raw_obst = obs[:, i1 : i1 + m * obst_dim].reshape(-1, m, obst_dim)
                 ents.append(self.obst_in(obst))
-                masks.append(obst[..., d + 1] > 0.5)
+                masks.append(raw_obst[..., d + 1] > 0.5)
             e = torch.cat(ents, dim=1)
             mask = torch.cat(masks, dim=1)
             hb = h[:, None, :].expand(-1, e.shape[1], -1)
