@@ -159,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--robots", type=_positive_int, default=16)
     bench.add_argument("--envs", default="1,64,1024", help="comma-separated environment counts")
     bench.add_argument("--steps", type=_positive_int, default=100, help="steps per timed call")
+    bench.add_argument(
+        "--devices",
+        default=None,
+        help="navigation: comma-separated JAX device counts per batch (default: 1 and one per "
+        "core; on the CPU, XLA host devices, the batch split across them)",
+    )
     bench.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     _add_learning_parsers(sub)
     _add_bundle_parsers(sub)
@@ -455,7 +461,17 @@ def _cmd_bench(args) -> int:
 
         out = ["--out", str(args.out)] if args.out else []
         return main_quad(["--jax-envs", args.envs, *out])
-    return main_bench(args.out, args.robots, envs, args.steps)
+    devices = None
+    if args.devices is not None:
+        try:
+            devices = tuple(int(d) for d in args.devices.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--devices expects comma-separated integers, got {args.devices!r}"
+            ) from None
+        if not devices or min(devices) <= 0:
+            raise UsageError(f"--devices must all be positive, got {args.devices!r}")
+    return main_bench(args.out, args.robots, envs, args.steps, devices)
 
 
 def _check_instance(args) -> None:

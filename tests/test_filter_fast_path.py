@@ -211,3 +211,48 @@ def test_large_batch_relaxes_only_robots_in_need(relaxed):
     np.testing.assert_allclose(np.asarray(u_big), np.asarray(u_ref), atol=RELAXED_ATOL, rtol=0)
     np.testing.assert_allclose(np.asarray(info_big.slack), np.asarray(info_ref.slack),
                                atol=RELAXED_ATOL, rtol=0)
+
+
+#: Positions of the same closed loop run on one device and split across two [m].
+SHARD_ATOL_M = 1e-5
+_SHARD_SCRIPT = """
+import json, jax, numpy as np
+from marl_robots.sim.bench import sharded_rollout, use_host_devices
+assert use_host_devices(2) == 2, jax.devices()
+from marl_robots.sim.closed_loop import rollout
+from marl_robots.sim.run import RunSpec, build
+task, cfg, params, cbf = build(RunSpec(robots=16, scenario="random", filter="cbf", seed=0))
+keys = jax.random.split(jax.random.PRNGKey(0), 16)
+states = jax.vmap(lambda k: task.reset(k, params))(keys)
+f = lambda s: rollout(task, cfg, s, params, cbf, 40, record=False)[:2]
+one = jax.jit(f)(states)
+f2, s2 = sharded_rollout(f, states, 2)
+two = jax.jit(f2)(s2)
+print(json.dumps({
+    "shards": len(two[0].pos.sharding.device_set),
+    "pos_diff": float(np.max(np.abs(np.asarray(one[0].pos) - np.asarray(two[0].pos)))),
+    "interventions": [np.asarray(a.interventions).tolist() for a in (one[1], two[1])],
+    "relaxed": [np.asarray(a.relaxed).tolist() for a in (one[1], two[1])],
+}))
+"""
+
+
+def test_bench_split_across_two_host_devices_gives_the_same_closed_loop():
+    """``bench navigation``'s two-device rows: 16 environments split across two XLA host
+    devices (``sharded_rollout``, each device compacting its own robots) run the same closed
+    loop as on one device (in a fresh process: the device count is fixed at backend start)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARD_SCRIPT], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(res)
+    assert res["shards"] == 2
+    assert res["pos_diff"] <= SHARD_ATOL_M
+    assert res["interventions"][0] == res["interventions"][1]
+    assert sum(res["interventions"][0]) > 0  # the filter was exercised
+    assert res["relaxed"][0] == res["relaxed"][1]

@@ -166,18 +166,20 @@ def sparse_apply(fn, need, args, default, budget: int):
     """``where(need, fn(args), default)`` computing ``fn`` only for the problems that need it.
 
     JAX only, for a flat batch (leading axis N of every leaf of ``args`` and ``default``).
-    With no problem in need, ``fn`` is not called; with at most ``budget``, the problems in
-    need are compacted into ``budget`` slots (``fn`` sees a batch of ``budget``) and the
-    results scattered back; beyond the budget (the exact fallback), ``fn`` runs on the whole
-    batch.  ``fn`` must act on each problem independently.  The branch is a ``lax.switch``:
-    under ``vmap`` every branch runs, so call this on a whole batch rather than inside a vmap.
+    With no problem in need, ``fn`` is not called; otherwise the problems in need are
+    compacted into rounds of ``budget`` slots (``fn`` sees a batch of ``budget``) and the
+    results scattered back: one round when they fit, as many as it takes when they do not
+    (a ``lax.while_loop`` of ``ceil(count / budget)`` rounds), so the work follows the number
+    of problems in need and an overflow is exact without solving the whole batch.  ``fn`` must
+    act on each problem independently.  Call this on a whole batch rather than inside a
+    ``vmap`` (under ``vmap`` the loop runs for the largest count of the batch).
 
     Args:
         fn: batched function of ``args`` returning a pytree shaped like ``default``.
         need: [N] bool.
         args: pytree of [N, ...] inputs.
         default: pytree of [N, ...] outputs where ``need`` is False.
-        budget: static slot count, 1 <= budget.
+        budget: static slot count of one round, 1 <= budget.
 
     Returns:
         Pytree like ``default``.
@@ -189,23 +191,25 @@ def sparse_apply(fn, need, args, default, budget: int):
     count = jnp.sum(need.astype(jnp.int32))
     tree = jax.tree_util.tree_map
 
-    def skip(_):
-        return default
-
-    def whole(_):
-        out = fn(args)
-        return tree(lambda o, d: jnp.where(_bcast(need, o), o, d), out, default)
-
-    def compact(_):
-        (idx,) = jnp.nonzero(need, size=budget, fill_value=n)
-        sub = tree(lambda x: jnp.take(x, idx, axis=0, mode="clip"), args)
-        out = fn(sub)
-        return tree(lambda d, o: d.at[idx].set(o, mode="drop"), default, out)
-
     if budget >= n:
-        return jax.lax.cond(count > 0, whole, skip, None)
-    branch = jnp.where(count == 0, 0, jnp.where(count <= budget, 1, 2))
-    return jax.lax.switch(branch, (skip, compact, whole), None)
+
+        def whole(_):
+            out = fn(args)
+            return tree(lambda o, d: jnp.where(_bcast(need, o), o, d), out, default)
+
+        return jax.lax.cond(count > 0, whole, lambda _: default, None)
+    rounds_max = -(-n // budget)
+    # Indices of the problems in need first, padded with n (gathers clip, scatters drop it).
+    (order,) = jnp.nonzero(need, size=rounds_max * budget, fill_value=n)
+
+    def one_round(i, out):
+        idx = jax.lax.dynamic_slice_in_dim(order, i * budget, budget)
+        sub = tree(lambda x: jnp.take(x, idx, axis=0, mode="clip"), args)
+        res = fn(sub)
+        return tree(lambda d, o: d.at[idx].set(o, mode="drop"), out, res)
+
+    rounds = (count + budget - 1) // budget
+    return jax.lax.fori_loop(0, rounds, one_round, default)
 
 
 def _bcast(mask, x):
