@@ -14,7 +14,9 @@ network output can leave the filter's contract).  Actions are control-point velo
 
 * ``go-to-goal`` - the cooperative go-to-goal of ``controllers.nominal`` (parameter-free),
 * ``gnn`` - attention GNN outputting the nominal velocity command,
-* ``cbf-tuning`` - attention GNN outputting each robot's class-K gain around go-to-goal.
+* ``cbf-tuning`` - attention GNN outputting each robot's class-K gain around go-to-goal,
+* ``corridor-yield`` - hand-written keep-right-and-yield rule for the corridor (the teacher that
+  ``policies.imitation`` distils into ``gnn``; a baseline, not a learned policy).
 """
 
 from marl_robots.core.registry import Registry
@@ -23,3 +25,4 @@ POLICIES = Registry("policy")
 POLICIES.register("go-to-goal", "marl_robots.policies.heuristic:GoToGoal")
 POLICIES.register("gnn", "marl_robots.policies.gnn:GNNPolicy")
 POLICIES.register("cbf-tuning", "marl_robots.policies.gnn:CBFTuningPolicy")
+POLICIES.register("corridor-yield", "marl_robots.policies.heuristic:CorridorYield")
