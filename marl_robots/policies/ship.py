@@ -43,6 +43,23 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _last_update(tr: dict, final: dict) -> str:
+    """The card's line on the last training update (MAPPO) or iteration (imitation)."""
+    if tr.get("method") == "dagger":
+        last = (tr.get("history") or [{}])[-1]
+        return (
+            f"- imitation (DAgger from `{tr.get('teacher')}`, scenarios "
+            f"{', '.join(tr.get('scenarios', []))}): last iteration {last.get('iteration')}, "
+            f"{last.get('samples', 0):,} robot-step samples, loss {last.get('loss', 0.0):.4f} "
+            f"(m/s)^2, success of its noisy rollouts {json.dumps(last.get('rollout_success'))}"
+        )
+    return (
+        f"- last update: reward per robot-step {final.get('reward', float('nan')):.3f}, "
+        f"success at episode end {final.get('success', float('nan')):.2f}, "
+        f"collisions {final.get('collisions', float('nan')):.0f}"
+    )
+
+
 def model_card(name: str, meta: dict, command: str, evals: list[dict], note: str) -> str:
     """Markdown model card of a bundle's ``policy.json`` ``meta`` and its evaluations."""
     tr = meta.get("training", {})
@@ -65,9 +82,7 @@ def model_card(name: str, meta: dict, command: str, evals: list[dict], note: str
         f"- instance: {cfg.get('robots')} {cfg.get('robot')} robots, `{cfg.get('scenario')}`, "
         f"{cfg.get('num_envs')} envs x {cfg.get('rollout_steps')} steps per update, "
         f"episodes of {cfg.get('episode_length')} steps",
-        f"- last update: reward per robot-step {final.get('reward', float('nan')):.3f}, "
-        f"success at episode end {final.get('success', float('nan')):.2f}, "
-        f"collisions {final.get('collisions', float('nan')):.0f}",
+        _last_update(tr, final),
         f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         "",
         "## Evaluation (`marl-robots eval`, CBF filter in the loop, deterministic actions)",
