@@ -130,16 +130,13 @@ def bench_mjx(envs: int, steps: int, min_s: float) -> dict:
     from marl_robots.sim.backends.mujoco_backend import (  # noqa: PLC0415
         load_model,
         make_mjx_step,
-        state_to_mujoco,
+        mjx_data,
     )
 
     model = load_model(1, DT_S)
     mjx_model = mjx.put_model(model)
     params = cf.crazyflie_params()
-    qpos, qvel, act = state_to_mujoco(quad.hover_state(_grid(1), params))
-    data = mjx.make_data(mjx_model).replace(
-        qpos=jnp.asarray(qpos), qvel=jnp.asarray(qvel), act=jnp.asarray(act)
-    )
+    data = mjx_data(mjx_model, quad.hover_state(_grid(1), params))
     datas = jax.tree.map(lambda x: jnp.repeat(x[None], envs, 0), data)
     ctrl = jnp.full((envs, 4), cf.hover_thrust_per_rotor(params), jnp.float32)
     step = make_mjx_step(mjx_model)
