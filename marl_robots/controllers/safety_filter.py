@@ -43,7 +43,7 @@ FILTER_MODES: tuple[str, ...] = ("decentralised", "centralised")
 #: Largest violation of a hard row accepted from the relaxed QP [m/s].
 RELAX_TOL = 1e-4
 #: JAX batches of more robots than this relax only the robots that need it, compacted into a
-#: budget of 1/RELAX_SPARSE_MIN of the batch (exact whole-batch fallback beyond it).
+#: rounds of 1/RELAX_SPARSE_MIN of the batch (as many rounds as they need: ``qp.sparse_apply``).
 RELAX_SPARSE_MIN = 256
 
 
@@ -298,12 +298,16 @@ class DecentralisedRows(NamedTuple):
     Attributes:
         finite: [...] inputs finite; u_nom_s: [..., 2] nominal command, zero where not.
         rows: barrier ``cbf.Rows`` [..., m, ...]; box: actuator ``cbf.Rows`` [..., 4, ...].
+        need: [...] bool, ``u_nom_s`` violates a barrier or box row (``qp.violated_rows``,
+            the projection's own test), computed with the rows while they are in cache (JAX);
+            ``None``: the projection tests it.
     """
 
     finite: object
     u_nom_s: object
     rows: cbf.Rows
     box: cbf.Rows
+    need: object = None
 
 
 def decentralised_rows(
@@ -338,7 +342,12 @@ def decentralised_rows(
         )
         rows = concat_rows((rows, extra), xp)
     box = cbf.box_rows(limits.yaw, limits.half_width, xp)
-    return DecentralisedRows(finite, u_nom_s, rows, box)
+    need = None
+    if _is_jax(xp):
+        need = xp.any(qp.violated_rows(rows.A, rows.b, u_nom_s, xp), axis=-1) | xp.any(
+            qp.violated_rows(box.A, box.b, u_nom_s, xp), axis=-1
+        )
+    return DecentralisedRows(finite, u_nom_s, rows, box, need)
 
 
 def decentralised_solve(u_nom, prepared: DecentralisedRows, limits, config, xp=np):
@@ -352,13 +361,13 @@ def decentralised_solve(u_nom, prepared: DecentralisedRows, limits, config, xp=n
     Returns:
         ``(u_safe [..., 2], FilterInfo)``.
     """
-    finite, u_nom_s, rows, box = prepared
+    finite, u_nom_s, rows, box, need = prepared
     dtype = u_nom_s.dtype
     A = xp.concatenate([rows.A, box.A], axis=-2)
     b = xp.concatenate([rows.b, box.b], axis=-1)
     # The box lies in the disc of its circumradius: rows beyond it are implied (pruned on JAX).
     reach = xp.sqrt(xp.sum(limits.half_width * limits.half_width, axis=-1)) * (1.0 + 1e-5)
-    sol = qp.project_2d(A, b, u_nom_s, xp, bound=reach)
+    sol = qp.project_2d(A, b, u_nom_s, xp, bound=reach, need=need)
     # A row whose normal vanished while it is violated cannot be met: that is not "OK".
     stuck = xp.any((xp.sum(rows.A * rows.A, axis=-1) <= qp.ROW_EPS) & (rows.b < 0), axis=-1)
     u, feasible = sol.u, sol.feasible & ~stuck
