@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import gc
 import os
 import signal
 import sys
@@ -62,17 +63,20 @@ DISPLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
 #: exits with its code regardless [s].  Teardown is slow, not stuck, when many processes stop
 #: at once on a loaded machine: every destroyed entity (a node has ~30: publishers,
 #: subscriptions, parameter and lifecycle services) is announced to every peer participant
-#: (measured with 17 processes stopping at once next to 2 CPU burners: 0.2-1.2 s).  The final
-#: zero command goes out before teardown starts.
-CLEANUP_TIMEOUT_S = 4.0
+#: (measured with 17 processes stopping at once next to 2 CPU burners: 0.2-1.2 s; one
+#: ``Publisher.destroy`` once blocked for over 4.5 s while the test suite's other jobs also
+#: loaded the machine).  The final zero command goes out before teardown starts.
+CLEANUP_TIMEOUT_S = 6.0
 #: When the teardown has not returned this long after it started [s], every thread's Python
 #: stack goes to stderr (faulthandler's C watchdog, which needs no GIL): what was stuck.
-STALL_DUMP_S = 4.5
-#: Last resort [s]: one destroy call can block in the middleware *holding the GIL* (seen once
-#: in a few hundred shutdowns under load: ``Service.destroy``), which no Python timeout can
-#: interrupt.  A POSIX timer then ends the process from a thread of its own with the node's
-#: status (``_ExitDeadline``).  Well below ``ros2 launch``'s SIGKILL, 10 s after its SIGINT.
-HARD_EXIT_S = 5.0
+STALL_DUMP_S = 6.5
+#: Last resort [s]: one destroy call can block in the middleware *holding the GIL*, which no
+#: Python timeout can interrupt.  A POSIX timer then ends the process from a thread of its
+#: own with the node's status (``_ExitDeadline``).  Below ``ros2 launch``'s SIGKILL, 10 s
+#: after its SIGINT (the spin loop leaves within ``SPIN_PERIOD_S`` of the signal).
+HARD_EXIT_S = 7.0
+#: A teardown longer than this is reported in the log (one line) [s].
+SLOW_TEARDOWN_S = 2.0
 #: Pause between the final zero commands and destroying the nodes [s].  Commands are best
 #: effort: a sample still on its way when the writer's participant is destroyed can be dropped
 #: by a reader that processes the removal first (seen under load on 1 in ~40 nodes).
@@ -210,7 +214,7 @@ def _as_list(built) -> list:
     return list(built) if isinstance(built, (list, tuple)) else [built]
 
 
-def events_executor():
+def events_executor(context=None):
     """The ``EventsExecutor`` of rclpy where the distribution has one, else single-threaded.
 
     ``SingleThreadedExecutor`` rebuilds its wait set in Python before every wait, from every
@@ -219,12 +223,18 @@ def events_executor():
     time (measured: 50 ms of CPU per simulation step at 16 robots, 8 ms with the
     ``EventsExecutor``, which queues ready events in C++; Kilted's rclpy has it in
     ``rclpy.experimental``).  SIGINT is still this module's flag, polled between spins.
+    The per-robot executables keep ``SingleThreadedExecutor``: with the ``EventsExecutor`` a
+    ``controller_node`` stalled over 6.5 s inside ``destroy_node`` in one of 10 shutdowns
+    under load (``tests/ros/test_shutdown.py``); ``latency_bench``'s driver uses it.
+
+    Args:
+        context: the rclpy context (None: the default one).
     """
     try:
         from rclpy.experimental import EventsExecutor  # noqa: PLC0415
     except ImportError:  # Humble, Jazzy
-        return SingleThreadedExecutor()
-    return EventsExecutor()
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
@@ -277,6 +287,10 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         executor = executor_factory()
         for node in nodes:
             executor.add_node(node)
+        # Start-up left ~36,000 objects (imports, configuration) that live as long as the
+        # process: keep the collector from scanning them again (a full collection of them
+        # took 68 ms on the loaded development machine, inside some control period).
+        gc.freeze()
         while not stop.requested and rclpy.ok():
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except ParameterError as err:
@@ -285,6 +299,7 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
     except ExternalShutdownException:
         pass
     deadline = _ExitDeadline(HARD_EXIT_S, code, dump_after=STALL_DUMP_S)
+    started = time.monotonic()
     if not _bounded(lambda: _teardown(nodes, executor, final=code == 0),
                     CLEANUP_TIMEOUT_S):
         # Destroying a DDS entity can block in the middleware (peers exiting at the same
@@ -293,6 +308,10 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
               file=sys.stderr, flush=True)
         _exit_now(code)
     deadline.cancel()
+    took = time.monotonic() - started
+    if took > SLOW_TEARDOWN_S:
+        print(f"[INFO] slow teardown: {took:.1f} s for {len(nodes)} node(s)", file=sys.stderr,
+              flush=True)
     stop.uninstall()
     if exit_process:
         _exit_now(code)

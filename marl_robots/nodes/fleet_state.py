@@ -21,6 +21,11 @@ input fed it.  A PoseArray whose length is not the fleet's fails closed (every r
 Within one process (``swarm_host``) a ``FleetStateHub`` takes ``/fleet/poses`` once and feeds
 every hosted node's callback from that one message instead of one subscription per node: with
 64 robots, 128 subscriptions would deserialise the same 64 poses 128 times per step.
+
+Both inputs subscribe *raw* and read the poses straight from the CDR bytes
+(``conversions.read_pose_array`` / ``read_odometry``, pinned to rclpy's deserialisation by a
+parity test): building rclpy's Python message objects cost ~5x the CPU of the whole read
+(16 poses: 147 vs 27 us of CPU, measured side by side).
 """
 
 from __future__ import annotations
@@ -140,7 +145,7 @@ class FleetStateHub:
         self.state = FleetState(n)
         self.listeners: list[Callable[[], None]] = []
         self.subscription = node.create_subscription(PoseArray, FLEET_POSES_TOPIC,
-                                                     self._on_poses, STATE_QOS)
+                                                     self._on_poses, STATE_QOS, raw=True)
 
     def add(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every fleet state update."""
@@ -151,8 +156,9 @@ class FleetStateHub:
         if callback in self.listeners:
             self.listeners.remove(callback)
 
-    def _on_poses(self, msg: PoseArray) -> None:
-        self.state.set_all(conv.poses_from_pose_array(msg), msg.header.stamp, monotonic())
+    def _on_poses(self, data: bytes) -> None:
+        stamp, poses = conv.read_pose_array(data)
+        self.state.set_all(poses, stamp, monotonic())
         for callback in list(self.listeners):
             callback()
 
@@ -186,13 +192,14 @@ class FleetStateInput:
         elif mode == "pose_array":
             self.state = FleetState(len(names), index)
             self.subscriptions.append(node.create_subscription(
-                PoseArray, FLEET_POSES_TOPIC, self._on_poses, STATE_QOS))
+                PoseArray, FLEET_POSES_TOPIC, self._on_poses, STATE_QOS, raw=True))
         else:
             self.state = FleetState(len(names), index)
             for j, name in enumerate(names):
                 topic = "odom" if j == index else f"/{name}/odom"
                 self.subscriptions.append(node.create_subscription(
-                    Odometry, topic, lambda msg, j=j: self._on_odom(j, msg), STATE_QOS))
+                    Odometry, topic, lambda data, j=j: self._on_odom(j, data), STATE_QOS,
+                    raw=True))
 
     @property
     def description(self) -> str:
@@ -202,12 +209,14 @@ class FleetStateInput:
         shared = ", shared in this process" if self.hub is not None else ""
         return f"fleet poses on {FLEET_POSES_TOPIC}{shared}"
 
-    def _on_poses(self, msg: PoseArray) -> None:
-        self.state.set_all(conv.poses_from_pose_array(msg), msg.header.stamp, monotonic())
+    def _on_poses(self, data: bytes) -> None:
+        stamp, poses = conv.read_pose_array(data)
+        self.state.set_all(poses, stamp, monotonic())
         self._callback()
 
-    def _on_odom(self, j: int, msg: Odometry) -> None:
-        self.state.set_row(j, conv.pose_from_odom(msg), msg.header.stamp, monotonic())
+    def _on_odom(self, j: int, data: bytes) -> None:
+        stamp, pose = conv.read_odometry(data)
+        self.state.set_row(j, pose, stamp, monotonic())
         if j == self.state.index:
             self._callback()
 

@@ -147,10 +147,9 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     import rclpy  # noqa: PLC0415
     from geometry_msgs.msg import Twist  # noqa: PLC0415
     from nav_msgs.msg import Odometry  # noqa: PLC0415
-    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
 
     from marl_robots.nodes import conversions as conv  # noqa: PLC0415
-    from marl_robots.nodes.common import COMMAND_QOS, STATE_QOS  # noqa: PLC0415
+    from marl_robots.nodes.common import COMMAND_QOS, STATE_QOS, events_executor  # noqa: PLC0415
     from marl_robots.nodes.expansion import expand_swarm, ros_arguments  # noqa: PLC0415
     from marl_robots.nodes.fleet import fleet_from_scenario  # noqa: PLC0415
 
@@ -173,7 +172,7 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("latency_bench", context=context)
-    executor = SingleThreadedExecutor(context=context)
+    executor = events_executor(context)  # the driver's own overhead is in every sample
     executor.add_node(node)
     n = len(specs)
     sent = np.full(n, math.nan)

@@ -154,7 +154,7 @@ class SafetyFilterNode(LifecycleNode):
         self.gamma = (float(p["gamma"]), "default: no tuned gain")
         self.last = {"status": "inactive", "level": conv.LEVEL_WARN, "slack": 0.0,
                      "command": np.zeros(2), "nominal": np.zeros(2), "filter_status": -1}
-        self.counts = {"commands": 0, "fallbacks": 0, "relaxed": 0}
+        self.counts = {"commands": 0, "fallbacks": 0, "relaxed": 0, "interventions": 0}
         self.cmd_pub = self.create_lifecycle_publisher(Twist, "cmd_vel", COMMAND_QOS)
         self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "diagnostics",
                                                         DIAGNOSTICS_QOS)
@@ -269,6 +269,8 @@ class SafetyFilterNode(LifecycleNode):
             setup = replace(setup, cbf=setup.cbf._replace(gamma=np.array([self.gamma[0]])))
         result = filter_command(self.state.poses, self.index, self.nominal, setup)
         command = result.command
+        # The filter changed the control point's velocity (the simulation's "intervened").
+        self.counts["interventions"] += int(np.any(result.info.intervened))
         if not np.all(np.isfinite(command)):  # never publish a NaN, whatever happened
             command = np.zeros(2)
         self._publish(command, result.reason, _LEVELS[FilterStatus(result.status)],

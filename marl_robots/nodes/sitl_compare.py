@@ -11,8 +11,10 @@ For every scenario and seed it runs
   the figures come from ``sim_node``'s status.
 
 and prints one row per (scenario, seed, side): the fraction of robots that reached their goal
-(JAX also: at their goal at the end), mean time to goal [s], minimum separation [m] and
-collisions (pairs closer than the body diameter).  The bundle is exported from the policy
+(JAX also: at their goal at the end), mean time to goal [s], minimum separation [m],
+collisions (pairs closer than the body diameter) and filter interventions (robot-steps where
+the filter changed the command; ROS: the sum of every ``safety_filter_node``'s count from its
+diagnostics, which it updates once per state it answers).  The bundle is exported from the policy
 folder first (``marl-robots export``, parity checked) unless ``--bundle`` is given.
 
     python -m marl_robots.nodes.sitl_compare runs/x --scenarios corridor,antipodal --robots 8 \
@@ -48,6 +50,7 @@ def ros_episode(bundle: str, scenario: str, robots: int, seed: int, steps: int, 
     from marl_robots.nodes import conversions as conv  # noqa: PLC0415
     from marl_robots.nodes.common import DIAGNOSTICS_QOS  # noqa: PLC0415
     from marl_robots.nodes.expansion import expand_swarm, ros_arguments  # noqa: PLC0415
+    from marl_robots.nodes.fleet import default_name  # noqa: PLC0415
 
     dt = defaults.DT_S
     specs = expand_swarm(robots=robots, scenario=scenario, seed=seed, policy=bundle,
@@ -73,6 +76,16 @@ def ros_episode(bundle: str, scenario: str, robots: int, seed: int, steps: int, 
     node.create_subscription(
         DiagnosticArray, "/diagnostics",
         lambda m: status.append(conv.diagnostic_values(m)[0][3]), DIAGNOSTICS_QOS)
+    interventions = {}  # robot -> newest count of its safety filter
+
+    def on_robot_diagnostics(msg) -> None:
+        for name, _, _, values in conv.diagnostic_values(msg):
+            if name.startswith("safety_filter") and "interventions" in values:
+                interventions[name.split(": ", 1)[-1]] = int(float(values["interventions"]))
+
+    for i in range(robots):
+        node.create_subscription(DiagnosticArray, f"/{default_name(i)}/diagnostics",
+                                 on_robot_diagnostics, DIAGNOSTICS_QOS)
 
     def spin_until(predicate, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -114,6 +127,9 @@ def ros_episode(bundle: str, scenario: str, robots: int, seed: int, steps: int, 
         "mean_time_to_goal_s": sum(times) / len(times) if times else None,
         "min_separation_m": float(last["min_separation_m"]),
         "collisions": int(float(last["collisions"])),
+        # Sum of the filters' newest counts (diagnostics at 2 Hz: up to 0.5 s wall late).
+        "filter_interventions": sum(interventions.values()) if len(interventions) == robots
+        else None,
         "steps": int(float(last["steps"])),
         "real_time_factor": float(last["real_time_factor"]),
         "wall_s": wall,
@@ -178,7 +194,8 @@ def main(argv=None) -> int:
                 print(f"{scenario:<10} seed {seed}  {side}  reached {fig['reached_rate']:.3f}  "
                       f"time to goal {'-' if ttg is None else f'{ttg:.1f} s'}  "
                       f"min separation {fig['min_separation_m']:.3f} m  "
-                      f"collisions {fig['collisions']}", flush=True)
+                      f"collisions {fig['collisions']}  "
+                      f"interventions {fig['filter_interventions']}", flush=True)
     record = {"policy": args.policy, "bundle": bundle, "robots": args.robots,
               "steps": args.steps, "rtf": args.rtf, "machine": machine_description(),
               "load": Path("/proc/loadavg").read_text().split()[:3], "rows": rows}

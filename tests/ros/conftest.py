@@ -29,8 +29,9 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 _COUNTER = itertools.count()
 #: Shortest wait on a cross-process condition [s] (discovery alone can take 3 s).
 MIN_TIMEOUT_S = 10.0
-#: Signs of an unclean exit in a node's log.
-BAD_LOG_MARKS = ("Traceback", "Exception ignored", "KeyboardInterrupt", "teardown took over")
+#: Signs of an unclean exit in a node's log (the last: a stack dump of a stalled teardown).
+BAD_LOG_MARKS = ("Traceback", "Exception ignored", "KeyboardInterrupt", "teardown took over",
+                 "most recent call first")
 
 
 def next_domain_id() -> int:

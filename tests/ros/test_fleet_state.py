@@ -57,6 +57,68 @@ def test_a_bad_quaternion_reads_as_nan_yaw():
     assert np.isfinite(poses[0]).all() and math.isnan(poses[1, 2])
 
 
+#: The raw CDR readers must agree with rclpy's deserialisation + conversion to this [m, rad]
+#: (the same float64 arithmetic, NumPy's vectorised atan2 against ``math.atan2``).
+CDR_ATOL = 1e-12
+any_quaternion = st.tuples(any_float, any_float, any_float, any_float)
+unit_ish = st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(-1, 1),
+                     st.floats(-1, 1)).filter(lambda q: sum(v * v for v in q) > 1e-3)
+
+
+@given(poses=st.lists(st.tuples(any_float, any_float, any_float,
+                                st.one_of(unit_ish, any_quaternion), st.booleans()),
+                      min_size=0, max_size=20),
+       frame=st.text(max_size=12), child=st.text(max_size=20),
+       sec=st.integers(-2**31, 2**31 - 1), nanosec=st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_raw_cdr_readers_equal_rclpy_deserialisation(poses, frame, child, sec, nanosec):
+    """``read_pose_array`` / ``read_odometry`` (the nodes' raw subscriptions) equal rclpy's
+    deserialisation followed by ``poses_from_pose_array`` / ``pose_from_odom``: any values,
+    NaN and inf included, any frame-id lengths (they shift the CDR alignment), 0-20 poses."""
+    from geometry_msgs.msg import Pose
+    from nav_msgs.msg import Odometry
+    from rclpy.serialization import serialize_message
+
+    msg = PoseArray()
+    msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec = frame, sec, nanosec
+    for x, y, z, q, normalise in poses:
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = x, y, z
+        if normalise and all(math.isfinite(v) for v in q):
+            norm = math.sqrt(sum(v * v for v in q)) or 1.0
+            q = tuple(v / norm for v in q)
+        pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = q
+        msg.poses.append(pose)
+    stamp, got = conv.read_pose_array(serialize_message(msg))
+    assert stamp == msg.header.stamp
+    expected = conv.poses_from_pose_array(msg)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=CDR_ATOL, equal_nan=True)
+    odom = Odometry()
+    odom.header, odom.child_frame_id = msg.header, child
+    if msg.poses:
+        odom.pose.pose = msg.poses[0]
+    stamp, pose = conv.read_odometry(serialize_message(odom))
+    assert stamp == odom.header.stamp
+    np.testing.assert_allclose(pose, conv.pose_from_odom(odom), rtol=0, atol=CDR_ATOL,
+                               equal_nan=True)
+
+
+def test_raw_reader_falls_back_for_an_encoding_it_does_not_read():
+    """An unknown encapsulation or a truncated message raises ``CdrError`` (which sends the
+    nodes to rclpy's deserialisation), never a wrong pose."""
+    from rclpy.serialization import serialize_message
+
+    data = bytearray(serialize_message(conv.pose_array_msg(GOOD_POSES, conv.time_msg(2.0),
+                                                           "world")))
+    with pytest.raises(conv.CdrError):
+        conv.poses_from_pose_array_cdr(b"\x00\x09" + bytes(data[2:]))
+    stamp, poses = conv.read_pose_array(bytes(data))
+    np.testing.assert_allclose(poses[:, :2], GOOD_POSES[:, :2])
+    with pytest.raises(conv.CdrError):
+        conv.poses_from_pose_array_cdr(bytes(data[:-8]))  # truncated: no silent short read
+
+
 @given(n=st.integers(1, 6),
        arrivals=st.lists(st.lists(st.tuples(any_float, any_float, any_float), max_size=8),
                          min_size=1, max_size=4))
