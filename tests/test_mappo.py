@@ -7,6 +7,11 @@ updates on a 2-core CPU; the safety filter is in the loop as in every training r
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -27,6 +32,8 @@ UNTRAINED_SUCCESS_MAX = 0.25  # some random starts lie within 5 cm of their goal
 TRAINED_SUCCESS_MIN = 0.5
 LEARN_UPDATES = 20
 EVAL_EPISODES = 32
+#: Least change of robot 0's value when robot 1's observation moves (centralised critic).
+CRITIC_CHANGE_MIN = 1e-4
 
 
 def _config(zero_grad=False):
@@ -114,3 +121,76 @@ def test_learning_fails_with_zeroed_gradient(success_of):
     # Observation statistics still move without gradients, so success drifts a little; the
     # learning test's threshold must then fail.
     assert after < TRAINED_SUCCESS_MIN, f"success {before:.2f} -> {after:.2f}"
+
+
+#: Data-parallel (2 devices) and vmapped-seed runs vs one device, one seed: the same program
+#: up to float32 reduction order.
+PARALLEL_ATOL = 1e-5
+PARALLEL_TIMEOUT_S = 900
+_PARALLEL_SCRIPT = """
+import json, os
+import jax, numpy as np
+from marl_robots.policies.mappo import TrainConfig, Trainer
+cfg = TrainConfig(policy="gnn", robots=2, scenario="random", arena_m=(1.0, 1.0),
+                  max_obstacles=1, episode_length=100, num_envs=4, rollout_steps=16,
+                  epochs=1, minibatches=1, lr=1e-3)
+tr = Trainer(cfg)
+one, _ = tr.chunk(2)(tr.init(0))
+# Seeds 0 and 1 vmapped, each seed's envs split over the 2 devices: one program for both.
+seeds, _ = tr.chunk_seeds(2)(tr.shard(tr.init_seeds([0, 1]), seeds=True))
+leaves = lambda ts: [np.asarray(x) for x in jax.tree_util.tree_leaves(ts.actor["net"])]
+diff = lambda a, b: max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+s0 = jax.tree_util.tree_map(lambda x: x[0], seeds)
+s1 = jax.tree_util.tree_map(lambda x: x[1], seeds)
+print(json.dumps({
+    "devices": jax.device_count(),
+    "sharded_devices": len(seeds.env_state.obs.sharding.device_set),
+    "two_devices_vmapped_seed0_vs_one": diff(leaves(one), leaves(s0)),
+    "seed1_vs_seed0": diff(leaves(s0), leaves(s1)),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_two_devices_and_vmapped_seeds_match_one_device():
+    """2 vmapped seeds, data parallel over 2 CPU devices: seed 0 equals its one-device run.
+
+    The device count is set by ``XLA_FLAGS`` before JAX starts, hence the subprocess.
+    """
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run(
+        [sys.executable, "-c", _PARALLEL_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PARALLEL_TIMEOUT_S,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(r)
+    assert r["devices"] == 2 and r["sharded_devices"] == 2
+    assert r["two_devices_vmapped_seed0_vs_one"] <= PARALLEL_ATOL
+    assert r["seed1_vs_seed0"] > 1e-3, "the seeds must give different runs"
+
+
+@pytest.mark.parametrize("centralised", [False, True])
+def test_centralised_critic_sees_the_team(centralised):
+    """Robot 0's value moves with robot 1's observation only with the centralised critic."""
+    tr = Trainer(TrainConfig(**SMALL, centralised_critic=centralised))
+    dim = tr.base.obs_layout.dim
+    actor = tr.policy.init(jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (1, tr.base.n, dim))
+    critic = tr.critic_net.init(jax.random.PRNGKey(2), obs, None, tr._critic_extra(obs))
+    other = obs.at[:, 1].add(jax.random.normal(jax.random.PRNGKey(3), (1, dim)))
+    value, apply = jax.jit(tr.value), jax.jit(tr.policy.apply)  # eager dispatch is slow
+    v, v_other = value(critic, actor, obs), value(critic, actor, other)
+    moved = float(np.abs(v[0, 0] - v_other[0, 0]))
+    if centralised:
+        assert moved > CRITIC_CHANGE_MIN
+    else:
+        assert moved == 0.0
+    # The actor stays decentralised either way.
+    a, a_other = apply(actor, obs), apply(actor, other)
+    np.testing.assert_allclose(a[0, 0], a_other[0, 0], atol=1e-6)

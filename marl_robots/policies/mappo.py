@@ -19,7 +19,9 @@ PPO steps, all under an outer ``lax.scan`` over the K updates.  The Python loop 
 
 Checkpoints are ``flax.serialization`` msgpack files of the whole ``TrainState`` (parameters,
 optimiser, normalisers, env states, keys), so resuming gives the same next update as not
-stopping.  Multi-device data parallelism and vmapping several seeds are not implemented yet.
+stopping.  ``init_seeds`` / ``chunk_seeds`` run several seeds at once (``vmap`` over a leading
+seed axis); ``shard`` lays a state out for data parallelism over several devices (env axis split,
+parameters replicated), on which ``chunk`` runs unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from marl_robots.core import defaults
@@ -406,8 +409,52 @@ class Trainer:
         return ts, log
 
     def chunk(self, updates: int):
-        """A jit-compiled ``state -> (state, logs [updates])`` running ``updates`` updates."""
+        """A jit-compiled ``state -> (state, logs [updates])`` running ``updates`` updates.
+
+        Runs where its input lives: on one device, or data-parallel over several when the
+        state comes from ``shard`` (XLA partitions the program; the losses are means over the
+        whole batch, so the gradients are all-reduced and the result is one device's).
+        """
         return jax.jit(lambda ts: jax.lax.scan(self.update, ts, None, length=updates))
+
+    # -- several seeds, several devices ---------------------------------------------------
+    def init_seeds(self, seeds) -> TrainState:
+        """Training states of several seeds stacked on a leading axis [S, ...] (vmapped init)."""
+        return jax.vmap(self.init)(jnp.asarray(seeds, jnp.int32))
+
+    def chunk_seeds(self, updates: int):
+        """``chunk`` vmapped over the leading seed axis: S independent runs in one program."""
+        run = lambda ts: jax.lax.scan(self.update, ts, None, length=updates)  # noqa: E731
+        return jax.jit(jax.vmap(run))
+
+    def shard(self, ts: TrainState, devices=None, seeds: bool = False) -> TrainState:
+        """``ts`` laid out for data parallelism over ``devices`` (default: all).
+
+        Leaves with an env axis (env states, discounted returns) are split over the devices
+        along it; parameters, optimiser and normaliser states are replicated.  ``seeds``: ``ts``
+        comes from ``init_seeds`` (env axis second, after the seed axis; run it with
+        ``chunk_seeds``).  ``num_envs`` must be divisible by the device count.  Multi-host:
+        start every process with ``jax.distributed.initialize()`` and pass ``jax.devices()``
+        (all hosts' devices).
+        """
+        devices = list(devices if devices is not None else jax.devices())
+        if self.config.num_envs % len(devices):
+            raise ValueError(f"num_envs {self.config.num_envs} not divisible by {len(devices)}")
+        mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+        axis = 1 if seeds else 0
+        spec = jax.sharding.PartitionSpec(*([None] * axis), "data")
+        split = jax.sharding.NamedSharding(mesh, spec)
+        whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+        def put(x, batched: bool):
+            on_env_axis = batched and x.ndim > axis and x.shape[axis] == self.config.num_envs
+            return jax.device_put(x, split if on_env_axis else whole)
+
+        env_part = {"env_state": ts.env_state, "returns": ts.returns}
+        rest = ts._replace(env_state=None, returns=None)
+        env_part = jax.tree_util.tree_map(lambda x: put(x, True), env_part)
+        rest = jax.tree_util.tree_map(lambda x: put(x, False), rest)
+        return rest._replace(**env_part)
 
     def compiled(self, updates: int, example: TrainState):
         """``chunk(updates)`` compiled ahead of time for states like ``example`` (cached)."""
