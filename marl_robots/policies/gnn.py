@@ -7,7 +7,9 @@ obstacles have their own encoders); a masked attention softmax over the entities
 messages, and an MLP of ``[h_i, pooled]`` gives the output.  Hence
 
 * decentralised - robot i's output depends only on its own observation row,
-* permutation-invariant in the neighbours (and the obstacles), padded slots ignored,
+* permutation-invariant in the neighbours (and the obstacles), padded slots ignored (the
+  masks come from the raw observation's 0/1 flags, ``entity_mask``; normalised, the flags are
+  no longer 0/1),
 * any robot count - the weights do not depend on n.
 
 Policies (both bounded, so that no network output leaves the filter's contract):
