@@ -95,9 +95,7 @@ def project_2d_enumerate(A, b, u0, xp=np, feas_tol: float = FEAS_TOL) -> Project
     return Projection(u, feasible)
 
 
-def project_2d(
-    A, b, u0, xp=np, feas_tol: float = FEAS_TOL, bound=None, need=None
-) -> Projection:
+def project_2d(A, b, u0, xp=np, feas_tol: float = FEAS_TOL, bound=None, need=None) -> Projection:
     """Project ``u0`` onto the polygon ``{u : A u <= b}`` exactly, adding rows one at a time.
 
     Incremental (Seidel-style) algorithm: keep the optimum ``u`` of the rows seen so far; when
