@@ -158,6 +158,8 @@ def test_filter_none_runs_the_nominal_controller(tmp_path):
         (["sim", "navigation", "--robots", "60", "--scenario", "random"], "fits at most"),
         (["bench", "navgation"], "unknown task 'navgation'"),
         (["bench", "navigation", "--envs", "1,x"], "--envs expects comma-separated integers"),
+        (["bench", "navigation", "--devices", "1,0"], "--devices must all be positive"),
+        (["bench", "navigation", "--devices", "two"], "--devices expects comma-separated"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_and_no_traceback(args, message):
