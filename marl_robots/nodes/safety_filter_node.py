@@ -43,6 +43,7 @@ from marl_robots.nodes.common import (
     DIAGNOSTICS_QOS,
     autostart,
     declare_parameters,
+    events_executor,
     monotonic,
     run,
     steady_clock,
@@ -346,7 +347,7 @@ def make_node(fleet_hub: FleetStateHub | None = None, **node_kwargs) -> SafetyFi
 
 def main(args=None) -> int:
     """Entry point of ``safety_filter_node``: 0 on SIGINT, 1 if configuration fails."""
-    return run(make_node, args, PARAMS, __doc__)
+    return run(make_node, args, PARAMS, __doc__, executor_factory=events_executor)
 
 
 if __name__ == "__main__":
