@@ -25,9 +25,12 @@ def yaw_to_quat(yaw: float) -> tuple[float, float, float, float]:
     return (0.0, 0.0, math.sin(half), math.cos(half))
 
 
-def quat_to_yaw(x: float, y: float, z: float, w: float) -> float:
-    """Return the yaw [rad] (rotation about +z) of an (x, y, z, w) quaternion."""
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+def quat_to_yaw(x, y, z, w):
+    """Return the yaw [rad] (rotation about +z) of an (x, y, z, w) quaternion.
+
+    Floats or equally shaped NumPy arrays (then elementwise).
+    """
+    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 # ---------------------------------------------------------------------------- array quaternions

@@ -43,15 +43,10 @@ def clock_msg(seconds: float) -> Clock:
     return Clock(clock=time_msg(seconds))
 
 
-def _base_pose(pose: Pose) -> tuple[float, float, float]:
-    """(x [m], y [m], yaw [rad]) of a ``geometry_msgs/Pose``; NaN yaw for a bad quaternion."""
+def _pose_row(pose: Pose) -> tuple[float, ...]:
+    """(x, y, z, qx, qy, qz, qw) of a ``geometry_msgs/Pose``."""
     p, q = pose.position, pose.orientation
-    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
-    if not math.isfinite(norm) or abs(norm - 1.0) > QUAT_NORM_TOL:
-        yaw = math.nan
-    else:
-        yaw = quat_to_yaw(q.x / norm, q.y / norm, q.z / norm, q.w / norm)
-    return (p.x, p.y, yaw)
+    return (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
 
 
 def pose_from_odom(msg: Odometry) -> np.ndarray:
@@ -60,7 +55,7 @@ def pose_from_odom(msg: Odometry) -> np.ndarray:
     A quaternion far from unit norm (or non-finite) yields a NaN yaw, so that garbage fails
     closed downstream instead of silently reading as yaw 0.
     """
-    return np.array(_base_pose(msg.pose.pose), dtype=float)
+    return base_poses_from_quaternion_poses(_pose_row(msg.pose.pose))[0]
 
 
 def poses_from_pose_array(msg: PoseArray) -> np.ndarray:
@@ -69,22 +64,23 @@ def poses_from_pose_array(msg: PoseArray) -> np.ndarray:
     Row ``i`` is the ``i``-th pose of the message (fleet-file order); a bad quaternion gives a
     NaN yaw in its row, exactly as ``pose_from_odom`` does for one robot.
     """
-    return np.array([_base_pose(pose) for pose in msg.poses], dtype=float).reshape(-1, 3)
+    return base_poses_from_quaternion_poses([_pose_row(pose) for pose in msg.poses])
 
 
-def base_poses_from_quaternion_poses(raw: np.ndarray) -> np.ndarray:
-    """Base poses [n, 3] (x, y, yaw) of ``geometry_msgs/Pose`` rows [n, 7].
+def base_poses_from_quaternion_poses(raw) -> np.ndarray:
+    """Base poses [n, 3] (x [m], y [m], yaw [rad]) of ``geometry_msgs/Pose`` rows [n, 7].
 
-    Rows hold the position and the (x, y, z, w) quaternion; this is ``_base_pose`` vectorised
-    (NaN yaw for a bad quaternion).
+    Rows hold the position and the (x, y, z, w) quaternion.  The yaw is
+    ``core.math3d.quat_to_yaw`` of the normalised quaternion, NaN where the quaternion is
+    non-finite or its norm is off by more than ``QUAT_NORM_TOL``.  The one conversion behind
+    both the message objects and the raw CDR reads.
     """
     raw = np.asarray(raw, dtype=float).reshape(-1, 7)
     q = raw[:, 3:7]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         norm = np.sqrt(q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1] + q[:, 2] * q[:, 2]
                        + q[:, 3] * q[:, 3])
-        x, y, z, w = (q / norm[:, None]).T
-        yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+        yaw = quat_to_yaw(*(q / norm[:, None]).T)
     bad = ~np.isfinite(norm) | (np.abs(norm - 1.0) > QUAT_NORM_TOL)
     return np.stack([raw[:, 0], raw[:, 1], np.where(bad, np.nan, yaw)], axis=1)
 

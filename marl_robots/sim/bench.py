@@ -84,7 +84,7 @@ def sharded_rollout(fn, states, devices: int):
     return sharded, jax.device_put(states, NamedSharding(mesh, spec))
 
 
-def _jax_rate(
+def jax_rate(
     spec: RunSpec, envs: int, steps: int, repeats: int, devices: int = 1
 ) -> tuple[float, float, float]:
     """(env-steps/s, compile time [s], fraction of robot-steps the filter changed)."""
@@ -150,7 +150,7 @@ def run_bench(
             for dev in devices:
                 if dev > jax.device_count() or envs % dev or (dev > 1 and envs < 2 * dev):
                     continue
-                rate, compile_s, changed = _jax_rate(spec, envs, steps, repeats, dev)
+                rate, compile_s, changed = jax_rate(spec, envs, steps, repeats, dev)
                 if filt == "none":
                     unfiltered[envs, dev] = rate
                 ref = unfiltered.get((envs, dev))

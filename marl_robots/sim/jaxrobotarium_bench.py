@@ -5,7 +5,7 @@
 In one process, on the same devices, it times
 
 * **ours**: ``bench navigation``'s closed loop with the CBF filter on every robot (``random``
-  scenario, unicycles; ``sim.bench._jax_rate``);
+  scenario, unicycles; ``sim.bench.jax_rate``);
 * **JaxRobotarium**: ``jaxrobotarium.scenarios.navigation.Navigation`` with its
   ``clf_uni_position`` controller and its ``robust_barriers`` barrier certificate (a QP solved
   by ``jaxopt.BoxCDQP``), one simulator update per step, ``vmap`` over environments and
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         print(f"error: --robots must be 1..{MAX_ROBOTS} (their Navigation's limit), --envs and "
               "--devices >= 1", file=sys.stderr)
         return 2
-    from marl_robots.sim.bench import _jax_rate, machine_description, use_host_devices
+    from marl_robots.sim.bench import jax_rate, machine_description, use_host_devices
 
     available = use_host_devices(max(devices))
     try:
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         if dev > available or args.envs % dev:
             print(f"{dev:>7} left out ({available} devices, {args.envs} environments)")
             continue
-        ours = _jax_rate(spec, args.envs, args.steps, args.repeats, dev)[0] * args.robots
+        ours = jax_rate(spec, args.envs, args.steps, args.repeats, dev)[0] * args.robots
         theirs = _theirs(args.robots, args.envs, args.steps, args.repeats, dev)
         rows.append({"devices": dev, "ours_robot_steps_per_s": ours,
                      "jaxrobotarium_robot_steps_per_s": theirs, "ratio": ours / theirs})
