@@ -247,7 +247,9 @@ def _add_learning_parsers(sub) -> None:
     tr.add_argument("--policy", default="gnn", help="gnn | cbf-tuning")
     tr.add_argument("--robots", type=_positive_int, default=8)
     tr.add_argument(
-        "--scenario", default="corridor", help="antipodal | random | corridor | crossing"
+        "--scenario",
+        default="corridor",
+        help="antipodal | random | corridor | crossing; several comma-separated share the envs",
     )
     tr.add_argument("--robot", default="unicycle", help="unicycle | single_integrator")
     tr.add_argument("--num-envs", type=_positive_int, default=64)
@@ -489,9 +491,8 @@ def _cmd_train(args) -> int:
 
     _choice("task", args.task, TASKS.names())
     _choice("policy kind", args.policy, ("gnn", "cbf-tuning"))
-    if "," in args.scenario:
-        raise UsageError("train takes one --scenario for now (curriculum not implemented)")
-    _check_instance(args)
+    for scenario in args.scenario.split(","):  # several: the envs are split between them
+        _check_instance(argparse.Namespace(scenario=scenario, robot=args.robot))
     if not args.resume:
         _prepare_out(args.out, args.overwrite)
     elif not (args.out / "checkpoint" / "state.msgpack").is_file():

@@ -18,7 +18,12 @@ POS_TOL_M = 1e-5
         (["train", "navigation", "--policy", "foo", "--out", "X"], "unknown policy kind 'foo'"),
         (["train", "navgation", "--out", "X"], "unknown task 'navgation'"),
         (["train", "navigation", "--scenario", "maze", "--out", "X"], "unknown scenario"),
-        (["train", "navigation", "--scenario", "corridor,random", "--out", "X"], "one --scenario"),
+        (["train", "navigation", "--scenario", "corridor,maze", "--out", "X"], "unknown scenario"),
+        (
+            ["train", "navigation", "--scenario", "corridor,random", "--num-envs", "3"]
+            + ["--out", "X"],
+            "must be divisible by the number of scenarios",
+        ),
         (["train", "navigation", "--resume", "--out", "X"], "no checkpoint"),
         (["eval", "gnn"], "needs trained parameters"),
         (["eval", "nowhere"], "unknown policy 'nowhere'"),

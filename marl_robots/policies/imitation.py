@@ -88,6 +88,7 @@ def _fit(student: GNNPolicy, params, obs, target, key, epochs: int, batch: int, 
         return (optax.apply_updates(net, upd), opt_state), loss
 
     size = obs.shape[0]
+    batch = min(batch, size)  # a dataset smaller than one batch is one batch
     per_epoch = max(1, size // batch)
     net, opt_state = params["net"], opt.init(params["net"])
     loss = jnp.float32(np.nan)

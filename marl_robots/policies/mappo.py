@@ -58,7 +58,8 @@ class TrainConfig:
     Attributes:
         policy: ``gnn`` or ``cbf-tuning``.
         robots, scenario, robot: the navigation instance; arena_m: its size [m];
-            max_obstacles: obstacle budget.
+            max_obstacles: obstacle budget.  ``scenario`` may name several, comma-separated
+            (``antipodal,random``): the envs are split equally between them (``wrappers.Mix``).
         num_envs: parallel environments; rollout_steps: steps per env per update.
         episode_length: truncation length [steps].
         epochs, minibatches: PPO passes over each rollout and minibatches per pass.
@@ -108,12 +109,22 @@ class TrainConfig:
             raise ValueError(f"team_reward must lie in [0, 1], got {self.team_reward}")
         if self.residual and self.policy != "gnn":
             raise ValueError("residual applies to the gnn policy only")
+        if self.num_envs % len(self.scenarios):
+            raise ValueError(
+                f"num_envs {self.num_envs} must be divisible by the number of scenarios "
+                f"({len(self.scenarios)}: {self.scenario})"
+            )
 
-    def env_config(self) -> EnvConfig:
-        """The ``EnvConfig`` of the training instance."""
+    @property
+    def scenarios(self) -> tuple[str, ...]:
+        """The training scenarios (``scenario`` split at commas)."""
+        return tuple(s.strip() for s in self.scenario.split(",") if s.strip())
+
+    def env_config(self, scenario: str | None = None) -> EnvConfig:
+        """The ``EnvConfig`` of the training instance in ``scenario`` (default: the first)."""
         task = NavigationConfig(
             robots=self.robots,
-            scenario=self.scenario,
+            scenario=scenario or self.scenarios[0],
             robot=self.robot,
             arena_m=tuple(self.arena_m),
             max_obstacles=self.max_obstacles,
@@ -196,11 +207,15 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = c = config
-        base = NavigationEnv(c.env_config())
-        self.base = base
-        self.env = wr.AutoReset(
-            wr.SafetyFilter(wr.Vmap(wr.Episode(base, c.episode_length), c.num_envs))
-        )
+        bases = [NavigationEnv(c.env_config(sc)) for sc in c.scenarios]
+        self.base = base = bases[0]
+        size = c.num_envs // len(bases)
+        stacks = [
+            wr.AutoReset(wr.SafetyFilter(wr.Vmap(wr.Episode(b, c.episode_length), size)))
+            for b in bases
+        ]
+        # Several scenarios: equal shares of the envs side by side on the env axis.
+        self.env = stacks[0] if len(stacks) == 1 else wr.Mix(stacks, [size] * len(stacks))
         self.env_params = base.default_params()
         self.policy = POLICIES.get(c.policy)(base, self.env_params, **policy_kwargs(c))
         if not getattr(self.policy, "learned", False):

@@ -18,6 +18,8 @@ as ``AutoReset(SafetyFilter(Vmap(Episode(env, L), E)))``:
 * ``AutoReset`` - a finished episode restarts with a fresh key (from ``info['reset_key']``);
   the returned state carries the finished step's reward, cost, done and metrics, the new
   episode's observation, and the finished episode's last one in ``info['final_obs']``.
+* ``Mix`` - several batched stacks side by side on the env axis (one per scenario, say): their
+  states must have the same structure and shapes; each part's envs step with their own stack.
 """
 
 from __future__ import annotations
@@ -266,3 +268,41 @@ class AutoReset(Wrapper):
         info["reset_key"] = new_keys
         info["final_obs"] = nxt.obs  # the finished episode's last observation (bootstrapping)
         return nxt.replace(task=task, sensing=sensing, obs=obs, info=info)
+
+
+def _concat(states):
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *states)
+
+
+class Mix(Wrapper):
+    """Batched env stacks side by side on the leading env axis (e.g. one stack per scenario).
+
+    ``envs[i]`` runs ``sizes[i]`` environments; the state is the concatenation of the parts'
+    states along axis 0 (they must share structure and per-env shapes: same robot count,
+    observation layout and obstacle budget), so the caller sees one batch of ``sum(sizes)``
+    envs.  ``step`` slices each part's envs and actions and steps them with their own stack
+    (its own layouts on reset).  Attributes forward to ``envs[0]``.
+    """
+
+    def __init__(self, envs, sizes) -> None:
+        if len(envs) != len(sizes) or not envs:
+            raise ValueError("Mix needs one size per env stack")
+        super().__init__(envs[0])
+        self.envs = tuple(envs)
+        self.sizes = tuple(int(m) for m in sizes)
+        self.num_envs = sum(self.sizes)
+
+    def _parts(self, tree):
+        starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        return [
+            jax.tree_util.tree_map(lambda x, a=a, m=m: x[a : a + m], tree)
+            for a, m in zip(starts, self.sizes)
+        ]
+
+    def reset(self, key, params) -> State:
+        keys = jax.random.split(key, len(self.envs))
+        return _concat([e.reset(k, params) for e, k in zip(self.envs, keys)])
+
+    def step(self, state, action, params) -> State:
+        parts = zip(self.envs, self._parts(state), self._parts(action))
+        return _concat([e.step(s, a, params) for e, s, a in parts])
