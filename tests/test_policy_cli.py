@@ -89,11 +89,14 @@ def test_sim_policy_user_errors(tmp_path, capsys):
     assert "--filter cbf" in err and err.count("\n") == 1, err
 
 
-def test_shipped_policy_found_by_name(tmp_path):
-    """``policies/navigation_gnn`` (shipped) loads by name through ``core.paths`` and runs."""
+@pytest.mark.parametrize(
+    "name, kind", [("navigation_gnn", "gnn"), ("navigation_cbf_tuning", "cbf-tuning")]
+)
+def test_shipped_policy_found_by_name(name, kind, tmp_path):
+    """``policies/<name>`` (shipped) loads by name through ``core.paths`` and runs."""
     ev = tmp_path / "eval"
-    argv = ["eval", "navigation_gnn", "--scenario", "corridor", "--robots", "8"]
+    argv = ["eval", name, "--scenario", "corridor", "--robots", "8"]
     assert main([*argv, "--episodes", "1", "--steps", "20", "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
-    assert m["policy"] == "gnn" and m["policy_source"] == "navigation_gnn"
+    assert m["policy"] == kind and m["policy_source"] == name
     assert m["collisions"] == 0
