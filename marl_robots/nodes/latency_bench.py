@@ -19,7 +19,10 @@ newest nominal command, so the policy sits one period upstream of the measured p
 latency is reported separately as state-in -> ``cmd_vel_nominal``-out); the compute figure then
 times the policy step (observation + network) plus the filter call.  ``--fleet-state
 pose_array`` publishes every pose as one ``/fleet/poses`` PoseArray instead of N odometry
-messages.
+messages.  ``--layouts filter,nodes,policy_first,filter_first`` measures, back to back in one
+run, the filter alone (the baseline), the policy in its own process, and the policy and filter
+of each robot under test in one ``swarm_host`` process (``namespaces:=<robot>``) with the
+policy linked to the filter in either order (``PolicyNode.link``), and prints one row each.
 """
 
 from __future__ import annotations
@@ -32,16 +35,30 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from marl_robots.core.machine import machine_description as base_machine_description
+from marl_robots.core.validate import unknown_name
 
 #: Target p99 latency [ms].
 TARGET_P99_MS = 2.0
 #: Target p99 of the per-robot filter compute alone (the node's path, start layout) [ms].
 TARGET_COMPUTE_P99_MS = 0.2
+
+
+#: Layouts of the robot under test (``--layouts``).
+LAYOUTS = {
+    "filter": "safety_filter_node alone, the driver publishes the nominal command",
+    "nodes": "policy_node and safety_filter_node in two processes (the filter answers with the "
+             "newest nominal command it received)",
+    "policy_first": "one swarm_host per robot, policy linked to the filter: the policy runs, "
+                    "then the filter filters that command of the same state",
+    "filter_first": "one swarm_host per robot, policy linked to the filter: the filter answers "
+                    "with the command of the previous state, then the policy runs",
+}
 
 
 def machine_description() -> dict:
@@ -130,7 +147,8 @@ def _bench_poses(fleet, crowded: bool = False) -> np.ndarray:
 
 def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
               filters: int | None = None, startup_timeout_s: float = 120.0,
-              policy: str = "", fleet_state: str = "odometry") -> dict:
+              policy: str = "", fleet_state: str = "odometry", composed: bool = False,
+              policy_order: str = "policy_first") -> dict:
     """Start the filters, drive them, and return the measured statistics.
 
     Args:
@@ -142,6 +160,11 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         startup_timeout_s: longest wait for every filter to answer [s].
         policy: a bundle run by a ``policy_node`` per robot under test ('' for none).
         fleet_state: ``odometry`` (N messages per period) or ``pose_array`` (one).
+        composed: each robot under test runs one ``swarm_host`` process hosting its policy
+            and filter nodes (``namespaces:=<robot>``; the policy linked to the filter)
+            instead of one process per node.
+        policy_order: with ``composed``: ``policy_first`` or ``filter_first``
+            (``PolicyNode.link``).
 
     """
     import rclpy  # noqa: PLC0415
@@ -158,17 +181,27 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     fleet = fleet_from_scenario(robots)
-    all_specs = expand_swarm(robots=robots, use_sim_time=False, fleet_state=fleet_state,
-                             filter_overrides={"state_timeout_s": 1.0}, policy=policy)
+    swarm = {"robots": robots, "use_sim_time": False, "fleet_state": fleet_state,
+             "filter_overrides": {"state_timeout_s": 1.0}, "policy": policy}
+    all_specs = expand_swarm(**swarm)
     specs = [s for s in all_specs if s.executable == "safety_filter_node"][: filters or robots]
     under_test = {s.namespace for s in specs}
     policy_specs = [s for s in all_specs
                     if s.executable == "policy_node" and s.namespace in under_test]
     gnn = any(s.executable == "policy_node" for s in all_specs) and not any(
         s.executable == "controller_node" for s in all_specs)
+    if composed:
+        # One swarm_host per robot under test hosting its policy and filter (linked).
+        host = expand_swarm(**swarm, one_process=True)[1]
+        started = [replace(host, name=f"host_{s.namespace.strip('/')}",
+                           parameters={**host.parameters, "namespaces": s.namespace,
+                                       "policy_order": policy_order})
+                   for s in specs]
+    else:
+        started = [*specs, *policy_specs]
     procs = [subprocess.Popen([sys.executable, "-m", s.module, *ros_arguments(s)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for s in [*specs, *policy_specs]]
+                              start_new_session=True) for s in started]
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("latency_bench", context=context)
@@ -271,7 +304,8 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         "robots": robots,
         "filter_processes": n,
         "policy": policy or None,
-        "policy_processes": len(policy_specs),
+        "policy_processes": 0 if composed else len(policy_specs),
+        "layout": (policy_order if composed else "nodes") if policy else "filter",
         "fleet_state": fleet_state,
         "policy_latency": percentiles(nominal_latencies) if gnn else None,
         "target_rate_hz": rate_hz,
@@ -320,10 +354,24 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", default="",
                         help="policy bundle: a policy_node per robot under test")
     parser.add_argument("--fleet-state", default="odometry", choices=("odometry", "pose_array"))
+    parser.add_argument("--layouts", default="",
+                        help="comma-separated layouts measured back to back in this run: "
+                             + "; ".join(f"{k}: {v}" for k, v in LAYOUTS.items())
+                             + " (default: nodes with --policy, else filter)")
     args = parser.parse_args(argv)
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()] or (
+        ["nodes"] if args.policy else ["filter"])
+    for layout in layouts:
+        if layout not in LAYOUTS:
+            parser.error(unknown_name("layout", layout, LAYOUTS))
+        if layout != "filter" and not args.policy:
+            parser.error(f"layout {layout} needs --policy BUNDLE")
     result = {
         "benchmark": "safety_filter_node odom-in -> cmd_vel-out latency",
         "machine": machine_description(),
+        "robots": args.robots,
+        "target_rate_hz": args.rate_hz,
+        "fleet_state": args.fleet_state,
         "compute_only": compute_only(args.robots, repeats=5000, policy=args.policy),
         "compute_only_reference": compute_only(args.robots, policy=args.policy,
                                                reference=True),
@@ -331,43 +379,39 @@ def main(argv=None) -> int:
                                              policy=args.policy),
         "compute_only_relaxed_reference": compute_only(args.robots, crowded=True, repeats=300,
                                                        policy=args.policy, reference=True),
-        **run_bench(args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
-                    policy=args.policy, fleet_state=args.fleet_state),
+        "runs": {},
     }
-    lat, comp = result["latency"], result["compute_only"]
-    worst = result["compute_only_relaxed"]
+    for layout in layouts:
+        result["runs"][layout] = run_bench(
+            args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
+            policy="" if layout == "filter" else args.policy, fleet_state=args.fleet_state,
+            composed=layout in ("policy_first", "filter_first"),
+            policy_order=layout if layout.endswith("_first") else "policy_first")
+    comp, worst = result["compute_only"], result["compute_only_relaxed"]
     ref, worst_ref = result["compute_only_reference"], result["compute_only_relaxed_reference"]
     result["target_compute_p99_ms"] = TARGET_COMPUTE_P99_MS
     result["meets_compute_target"] = bool(comp["p99_ms"] <= TARGET_COMPUTE_P99_MS)
-    rows = [
-        ("robots x rate", f"{args.robots} x {args.rate_hz:.0f} Hz, "
-                          f"{result['filter_processes']} filter processes"),
-        ("latency p50 / p90 / p99 / max [ms]",
-         f"{lat['p50_ms']:.3f} / {lat['p90_ms']:.3f} / {lat['p99_ms']:.3f} / "
-         f"{lat['max_ms']:.3f}  ({lat['count']} samples)"),
-        *([("state -> cmd_vel_nominal (policy node) p50 / p99 [ms]",
-             f"{result['policy_latency']['p50_ms']:.3f} / "
-             f"{result['policy_latency']['p99_ms']:.3f}")] if result["policy_latency"] else []),
-        ("policy + filter compute p50 / p99 [ms]" if args.policy else
-         "filter compute p50 / p99 [ms]",
-         f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f}  (NumPy reference path "
-         f"{ref['p50_ms']:.3f} / {ref['p99_ms']:.3f})"),
-        ("  relaxed QP (crowded) p50 / p99 [ms]",
-         f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f}  (NumPy reference path "
-         f"{worst_ref['p50_ms']:.3f} / {worst_ref['p99_ms']:.3f})"),
-        (f"filter compute p99 <= {TARGET_COMPUTE_P99_MS} ms",
-         "yes" if result["meets_compute_target"] else "NO"),
-        ("achieved control rate [Hz]",
-         f"{result['achieved_control_rate_hz']:.1f} mean, "
-         f"{result['min_robot_control_rate_hz']:.1f} worst robot "
-         f"(driver {result['driver_rate_hz']:.1f})"),
-        (f"p99 <= {TARGET_P99_MS} ms", "yes" if result["meets_target"] else "NO"),
-        ("fleet state, policy", f"{args.fleet_state}, {args.policy or 'none'}"),
-        ("machine", f"{result['machine']['cpu']}, {result['machine']['cores']} cores"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    first = result["runs"][layouts[0]]
+    print(f"{args.robots} robots x {args.rate_hz:.0f} Hz, {first['filter_processes']} robot(s) "
+          f"under test, fleet state {args.fleet_state}, policy {args.policy or 'none'}; "
+          f"{result['machine']['cpu']}, {result['machine']['cores']} cores")
+    print(f"{'policy + filter' if args.policy else 'filter'} compute p50 / p99 [ms]: "
+          f"{comp['p50_ms']:.3f} / {comp['p99_ms']:.3f} (NumPy reference path "
+          f"{ref['p50_ms']:.3f} / {ref['p99_ms']:.3f}); relaxed QP (crowded) "
+          f"{worst['p50_ms']:.3f} / {worst['p99_ms']:.3f} (reference {worst_ref['p50_ms']:.3f} "
+          f"/ {worst_ref['p99_ms']:.3f}); filter compute p99 <= {TARGET_COMPUTE_P99_MS} ms: "
+          f"{'yes' if result['meets_compute_target'] else 'NO'}")
+    print(f"{'layout':<13} {'state -> cmd_vel p50 / p90 / p99 / max [ms]':<44} "
+          f"{'-> cmd_vel_nominal p50 / p99':<29} {'rate [Hz]':<10} p99 <= {TARGET_P99_MS} ms")
+    for layout, run in result["runs"].items():
+        lat, pol = run["latency"], run["policy_latency"]
+        print(f"{layout:<13} {lat['p50_ms']:6.3f} / {lat['p90_ms']:6.3f} / {lat['p99_ms']:6.3f} / "
+              f"{lat['max_ms']:6.3f} ({lat['count']})".ljust(58)
+              + (f"{pol['p50_ms']:6.3f} / {pol['p99_ms']:6.3f}" if pol else "-").ljust(29)
+              + f"{run['min_robot_control_rate_hz']:<10.1f} "
+              + ("yes" if run["meets_target"] else "NO"))
+    for layout in layouts:
+        print(f"  {layout}: {LAYOUTS[layout]}")
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")
     return 0

@@ -36,6 +36,7 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from std_msgs.msg import Float64
 
+from marl_robots.core.validate import unknown_name
 from marl_robots.nodes import conversions as conv
 from marl_robots.nodes.common import (
     COMMAND_QOS,
@@ -71,6 +72,9 @@ NON_FINITE_OUTPUT = "non-finite policy output"
 NO_GOAL = "waiting for goal"
 #: Watchdog (staleness, periodic diagnostics) rate [Hz].
 WATCHDOG_HZ = 5.0
+#: Orders of a policy linked to its filter in one process (see ``PolicyNode.link``).
+POLICY_FIRST, FILTER_FIRST = "policy_first", "filter_first"
+POLICY_ORDERS = (POLICY_FIRST, FILTER_FIRST)
 
 
 class PolicyNode(LifecycleNode):
@@ -82,6 +86,7 @@ class PolicyNode(LifecycleNode):
         self.fleet_hub = fleet_hub
         self.active = False
         self.pub = self.diag_pub = None
+        self.sink = None
         self._subs, self._timer, self.input = [], None, None
         try:
             self.params = declare_parameters(self, PARAMS)
@@ -129,6 +134,37 @@ class PolicyNode(LifecycleNode):
             f"{self.setup.policy.backend}; state from {self.input.description}"
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def link(self, safety_filter, order: str = POLICY_FIRST) -> None:
+        """Hand every output to ``safety_filter`` (a node of this process) before publishing.
+
+        No DDS hop lies between policy and filter; the output is still published for
+        introspection.  With a shared ``FleetStateHub`` (listeners run in registration order,
+        the policy's first) the order is exact:
+
+        * ``policy_first``: on each fleet state the policy runs, then the filter filters *this*
+          state's command - as the JAX simulation does; the policy's compute time is in the
+          state -> ``cmd_vel`` latency;
+        * ``filter_first``: the filter answers each state at once with the command the policy
+          computed from the previous state (one period old, as with separate processes), then
+          the policy runs for the next period - the lowest latency.
+
+        Args:
+            safety_filter: an object with ``take_nominal(command)`` and ``take_gain(gain)``
+                (``SafetyFilterNode``).
+            order: ``policy_first`` or ``filter_first``.
+
+        Raises:
+            ParameterError: an unknown order (names ``policy_order``).
+        """
+        if order not in POLICY_ORDERS:
+            raise ParameterError("policy_order", unknown_name("policy order", order,
+                                                              POLICY_ORDERS))
+        self.sink = safety_filter
+        hub = self.input.hub if self.input is not None else None
+        if order == FILTER_FIRST and hub is not None:
+            hub.remove(self._on_own_state)
+            hub.add(self._on_own_state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start publishing."""
@@ -214,18 +250,25 @@ class PolicyNode(LifecycleNode):
         out = np.asarray(out, float)
         if not np.all(np.isfinite(out)):
             if self.kind == "gnn":
-                self.pub.publish(conv.twist_msg(np.zeros(2)))
+                self._output_command(np.zeros(2))
             self._report(f"{NON_FINITE_OUTPUT}: {out.tolist()}; "
                          + ("braking" if self.kind == "gnn" else "filter keeps its fixed gain"),
                          conv.LEVEL_ERROR, out)
             return
         if self.kind == "gnn":
-            cmd = velocity_command(out, float(poses[self.index, 2]), self.setup)
-            self.pub.publish(conv.twist_msg(cmd))
+            self._output_command(velocity_command(out, float(poses[self.index, 2]), self.setup))
         else:
+            if self.sink is not None:
+                self.sink.take_gain(float(out[0]))
             self.pub.publish(Float64(data=float(out[0])))
         self.last["published"] += 1
         self._report("ok", conv.LEVEL_OK, out)
+
+    def _output_command(self, command) -> None:
+        """The nominal command: to the linked filter first, then on ``cmd_vel_nominal``."""
+        if self.sink is not None:
+            self.sink.take_nominal(command)
+        self.pub.publish(conv.twist_msg(command))
 
     def _watchdog(self) -> None:
         """Report a stale observation when no own state arrives; periodic diagnostics."""

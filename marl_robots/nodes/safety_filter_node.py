@@ -222,11 +222,24 @@ class SafetyFilterNode(LifecycleNode):
     # Callbacks ---------------------------------------------------------------------------------
 
     def _on_nominal(self, msg: Twist) -> None:
-        self.nominal = conv.command_from_twist(msg)
-        self.nominal_arrival = monotonic()
+        self.take_nominal(conv.command_from_twist(msg))
 
     def _on_gain(self, msg: Float64) -> None:
-        self.gain, self.gain_arrival = float(msg.data), monotonic()
+        self.take_gain(float(msg.data))
+
+    def take_nominal(self, command) -> None:
+        """A nominal command (v, omega) handed over in-process, as if it arrived on the topic.
+
+        ``swarm_host`` links a robot's ``policy_node`` to its filter this way: the policy runs
+        first on each fleet state and the filter filters *its* command for the same state
+        (over the topic it would filter the previous period's).
+        """
+        self.nominal = np.asarray(command, dtype=float)
+        self.nominal_arrival = monotonic()
+
+    def take_gain(self, gain: float) -> None:
+        """A tuned class-K gain [1/s] handed over in-process (see ``take_nominal``)."""
+        self.gain, self.gain_arrival = float(gain), monotonic()
 
     def _on_own_state(self) -> None:
         if self.active:

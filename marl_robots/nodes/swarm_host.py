@@ -49,6 +49,14 @@ HOST_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("filter_overrides", "string", "{}",
               "JSON object of extra safety_filter_node parameters"),
     ParamSpec("policy", "string", "", "policy bundle of the hosted policy nodes ('' for none)"),
+    ParamSpec("namespaces", "string", "",
+              "comma-separated robot namespaces to host ('' for every robot of the fleet): "
+              "one robot's policy and filter in one process, as on its onboard computer"),
+    ParamSpec("policy_order", "string", policy_node.POLICY_FIRST,
+              "a hosted policy linked to its robot's filter: policy_first (the filter filters "
+              "the command of the same fleet state, as in the JAX simulation) or filter_first "
+              "(the filter answers at once with the previous state's command, then the policy "
+              "runs: lowest latency)"),
 )
 
 #: Node factory of each hosted executable: (fleet hub, rclpy node kwargs) -> node.
@@ -78,19 +86,48 @@ def make_nodes() -> list:
         name = "policy" if name == "bundle" else name
         raise ParameterError(name, str(err)) from err
     robots = len({spec.namespace for spec in specs})
+    specs = _select(specs, p["namespaces"])
     hub = FleetStateHub(host, robots) if mode == "pose_array" else None
     nodes = [host]
     checked = set()
+    by_robot: dict[str, dict] = {}
     for spec in specs:
         cli_args = ros_arguments(spec)
         files = [f for f in spec.param_files if f not in checked]
         check_params_files(["--ros-args", *(a for f in files for a in ("--params-file", f))])
         checked.update(files)
-        nodes.append(FACTORIES[spec.executable](hub, cli_args=cli_args,
-                                                use_global_arguments=False))
-    host.get_logger().info(f"hosting {len(nodes) - 1} nodes of {robots} robots in one process "
-                           f"(fleet state: {mode})")
+        node = FACTORIES[spec.executable](hub, cli_args=cli_args, use_global_arguments=False)
+        nodes.append(node)
+        by_robot.setdefault(spec.namespace, {})[spec.executable] = node
+    linked = 0
+    for hosted in by_robot.values():
+        # The policy precedes its filter in the specs, so on the shared fleet state it runs
+        # first and the filter filters this state's command (see PolicyNode.link).
+        if "policy_node" in hosted and "safety_filter_node" in hosted:
+            hosted["policy_node"].link(hosted["safety_filter_node"], p["policy_order"])
+            linked += 1
+    host.get_logger().info(
+        f"hosting {len(nodes) - 1} nodes of {len(by_robot)} of {robots} robots in one process "
+        f"(fleet state: {mode}" + (f"; {linked} policies linked to their filters, "
+                                   f"{p['policy_order']})" if linked else ")"))
     return nodes
+
+
+def _select(specs: list, namespaces: str) -> list:
+    """The specs of the robots named in ``namespaces`` (comma-separated; '' for all).
+
+    Raises:
+        ParameterError: a name that is not a fleet robot's namespace.
+    """
+    wanted = [n.strip().strip("/") for n in namespaces.split(",") if n.strip()]
+    if not wanted:
+        return specs
+    known = {spec.namespace.strip("/") for spec in specs}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ParameterError("namespaces", f"no fleet robot {unknown[0]!r}; the fleet has "
+                             f"{', '.join(sorted(known))}")
+    return [spec for spec in specs if spec.namespace.strip("/") in wanted]
 
 
 def main(args=None) -> int:

@@ -18,6 +18,7 @@ goal, and checks:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -257,3 +258,133 @@ def test_expansion_swaps_the_controller_for_a_gnn_policy(bundles):
     assert kinds(hosted_specs(host.parameters)) == kinds(gnn)
     with pytest.raises(LaunchArgumentError, match="invalid launch argument policy:='/nope'"):
         launch_specs({"policy": "/nope"})
+
+
+# One process per robot: policy linked to its filter (swarm_host namespaces:=robot_0) ---------
+
+#: Two fleet states (x, y, yaw) in which robot_1 binds robot_0's filter: filtering either
+#: state's nominal command in either state gives four commands 0.86 apart (fixture bundle).
+STATES = ({0: (-0.4, 0.0, 0.0), 1: (-0.514, -0.232, -2.746)},
+          {0: (-0.3, 0.12, 0.6), 1: (-0.265, 0.346, -0.659)})
+#: Published cmd_vel vs the filter run in this process on the same inputs [m/s, rad/s].
+LINK_ATOL = 1e-6
+#: cmd_vel messages compared once the pair flows.
+LINK_SAMPLES = 20
+
+
+def _host_spec(bundle, order: str, **extra) -> NodeSpec:
+    host = expand_swarm(robots=2, use_sim_time=False, policy=str(bundle), one_process=True)[1]
+    return replace(host, parameters={**host.parameters, "namespaces": "robot_0",
+                                     "policy_order": order, **extra})
+
+
+def _nominal_at(bundle, poses) -> np.ndarray:
+    """robot_0's nominal command from the runtime for ``poses`` at rest (zero velocities)."""
+    from marl_robots.nodes.onboard import param_defaults
+    from marl_robots.nodes.policy_onboard import (
+        POLICY_PARAMS,
+        control_points,
+        policy_setup,
+        policy_step,
+        velocity_command,
+    )
+
+    fleet = make_fleet(2, "antipodal")
+    setup = policy_setup({**param_defaults(POLICY_PARAMS), **fleet_parameters(fleet, 0),
+                          "bundle": str(bundle)}, fleet)
+    points = control_points(poses, setup)
+    _, u = policy_step(points, np.zeros_like(points), 0, np.array(GOAL0), setup)
+    return velocity_command(u, poses[0, 2], setup)
+
+
+@pytest.mark.parametrize("order", ["policy_first", "filter_first"])
+def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe, bundles,
+                                                                order):
+    """One ``swarm_host`` hosts robot_0's policy and filter; the prober alternates two fleet
+    states A, B (every PoseArray with the same stamp, so the policy's velocity estimate is zero
+    and its command a function of the state).  ``policy_first``: every cmd_vel is
+    filter(A, nominal(A)) or filter(B, nominal(B)); ``filter_first``: filter(A, nominal(B)) or
+    filter(B, nominal(A)) - the previous state's command.  Without the in-process hand-off the
+    filter sees the nominal over the topic, after it filtered (``filter_first`` values under
+    ``policy_first``); without the reordering ``filter_first`` gives the other pair."""
+    from geometry_msgs.msg import PoseArray, PoseStamped
+
+    from marl_robots.nodes.fleet_state import FLEET_POSES_TOPIC
+    from marl_robots.nodes.onboard import (
+        SAFETY_FILTER_PARAMS,
+        filter_command,
+        param_defaults,
+        pipeline_setup,
+    )
+
+    proc = launcher.start_spec(_host_spec(bundles["gnn"], order))
+    node = probe.node
+    cmd, reports = [], {}
+    poses_pub = node.create_publisher(PoseArray, FLEET_POSES_TOPIC, STATE_QOS)
+    goal_pub = node.create_publisher(PoseStamped, "/robot_0/goal", LATCHED_QOS)
+    goal_pub.publish(conv.goal_msg(GOAL0, node.get_clock().now().to_msg(), "world"))
+    node.create_subscription(Twist, "/robot_0/cmd_vel",
+                             lambda m: cmd.append((m.linear.x, m.angular.z)), COMMAND_QOS)
+
+    def on_diag(msg):
+        for name, _, message, _ in conv.diagnostic_values(msg):
+            reports["policy" if name.startswith("policy") else "filter"] = message
+
+    node.create_subscription(DiagnosticArray, "/robot_0/diagnostics", on_diag, DIAGNOSTICS_QOS)
+    poses = [np.array([s[0], s[1]], float) for s in STATES]
+    stamp = node.get_clock().now().to_msg()
+    count = [0]
+
+    def tick():
+        poses_pub.publish(conv.pose_array_msg(poses[count[0] % 2], stamp, "world"))
+        count[0] += 1
+
+    def flowing():
+        return reports.get("policy") == "ok" and reports.get("filter") == "ok"
+
+    assert probe.wait_for(flowing, timeout=EXIT_TIMEOUT_S, every=tick, period=0.033), \
+        f"{reports}\n{proc.log()[-2000:]}"
+    start = len(cmd)
+    assert probe.wait_for(lambda: len(cmd) >= start + LINK_SAMPLES + 2, timeout=30.0,
+                          every=tick, period=0.033), f"{len(cmd) - start} cmd_vel; {reports}"
+    got = np.array(cmd[start + 2:])  # the first may answer a state sent before "ok"
+
+    fleet = make_fleet(2, "antipodal")
+    setup = pipeline_setup(param_defaults(SAFETY_FILTER_PARAMS) | fleet_parameters(fleet, 0)
+                           | {"obstacles": []}, fleet)
+    nom = [_nominal_at(bundles["gnn"], p) for p in poses]
+
+    def filtered(state, command):
+        return filter_command(poses[state], 0, command, setup).command
+
+    pairs = {"policy_first": [filtered(0, nom[0]), filtered(1, nom[1])],
+             "filter_first": [filtered(0, nom[1]), filtered(1, nom[0])]}
+    other = "filter_first" if order == "policy_first" else "policy_first"
+
+    def distance(cands):  # per message: distance to the nearer of the two expected values
+        return np.min([np.max(np.abs(got - c), axis=1) for c in cands], axis=0)
+
+    err = distance(pairs[order])
+    gap = float(np.min(distance(pairs[other])))
+    print(f"{order}: {len(got)} cmd_vel, max |cmd_vel - expected| {err.max():.2g}; "
+          f"nearest value of the other order {gap:.3g} away")
+    assert float(err.max()) <= LINK_ATOL, (f"{order}: cmd_vel {got.tolist()}\nexpected one of "
+                                          f"{[c.tolist() for c in pairs[order]]}")
+    assert gap > 1e-2, f"the orders' commands barely differ ({gap:.2g}): nothing is tested"
+
+
+def test_host_refuses_an_unknown_namespace_and_policy_order(launcher, bundles):
+    cases = {
+        "namespace": (_host_spec(bundles["gnn"], "policy_first", namespaces="robot_0,robot_9"),
+                      "invalid parameter 'namespaces'", "no fleet robot 'robot_9'"),
+        "order": (_host_spec(bundles["gnn"], "policy_last"),
+                  "invalid parameter 'policy_order'", "policy_first"),
+    }
+    procs = {name: launcher.start_spec(spec) for name, (spec, *_) in cases.items()}
+    for name, (_, *needles) in cases.items():
+        code = procs[name].wait(EXIT_TIMEOUT_S)
+        log = procs[name].log()
+        assert code != 0, f"{name}: exit {code}\n{log[-800:]}"
+        for needle in needles:
+            assert needle in log, f"{name}: {needle!r} missing\n{log[-800:]}"
+        assert "Traceback" not in log, log
