@@ -142,24 +142,7 @@ class Harness:
 
 def _expected_nominal(bundle) -> np.ndarray:
     """The nominal command the runtime gives robot_0 in ``POSES`` (at rest: zero velocities)."""
-    from marl_robots.core import defaults
-    from marl_robots.nodes.onboard import param_defaults
-    from marl_robots.nodes.policy_onboard import (
-        POLICY_PARAMS,
-        control_points,
-        policy_setup,
-        policy_step,
-        velocity_command,
-    )
-
-    fleet = make_fleet(2, "antipodal")
-    p = {**param_defaults(POLICY_PARAMS), **fleet_parameters(fleet, 0), "bundle": str(bundle)}
-    setup = policy_setup(p, fleet)
-    poses = np.array([POSES[0], POSES[1]], float)
-    points = control_points(poses, setup)
-    _, u = policy_step(points, np.zeros_like(points), 0, np.array(GOAL0), setup)
-    assert setup.dt_s == defaults.DT_S
-    return velocity_command(u, POSES[0][2], setup)
+    return _nominal_at(bundle, np.array([POSES[0], POSES[1]], float))
 
 
 def test_gnn_policy_drives_the_filter_and_a_stale_observation_brakes(launcher, probe, bundles):
@@ -280,6 +263,7 @@ def _host_spec(bundle, order: str, **extra) -> NodeSpec:
 
 def _nominal_at(bundle, poses) -> np.ndarray:
     """robot_0's nominal command from the runtime for ``poses`` at rest (zero velocities)."""
+    from marl_robots.core import defaults
     from marl_robots.nodes.onboard import param_defaults
     from marl_robots.nodes.policy_onboard import (
         POLICY_PARAMS,
@@ -294,6 +278,7 @@ def _nominal_at(bundle, poses) -> np.ndarray:
                           "bundle": str(bundle)}, fleet)
     points = control_points(poses, setup)
     _, u = policy_step(points, np.zeros_like(points), 0, np.array(GOAL0), setup)
+    assert setup.dt_s == defaults.DT_S
     return velocity_command(u, poses[0, 2], setup)
 
 
