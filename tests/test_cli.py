@@ -17,6 +17,7 @@ METRIC_FIELDS = (
     "dt_s",
     "safety_distance_m",
     "collisions",
+    "obstacle_contacts",
     "min_separation_m",
     "success_rate",
     "mean_time_to_goal_s",
@@ -77,7 +78,7 @@ def test_metrics_json_fields_and_values(demo_run):
         assert field in metrics, field
     assert metrics["robots"] == 6 and metrics["steps"] == 300
     assert metrics["dt_s"] == pytest.approx(0.033)
-    assert metrics["collisions"] == 0
+    assert metrics["collisions"] == 0 and metrics["obstacle_contacts"] == 0
     assert metrics["min_separation_m"] >= metrics["safety_distance_m"] - 1e-3
     assert 0.0 <= metrics["success_rate"] <= 1.0
     assert metrics["env_steps_per_s"] > 0 and metrics["wall_time_s"] > 0

@@ -143,8 +143,14 @@ def test_cbf_margins_come_from_the_simulation_function(specs):
     setup = onboard.pipeline_setup(p, fleet)
     m = filter_margins(ROBOTS.get(defaults.ROBOT), setup.model, defaults.SAFETY_DISTANCE_M)
     assert setup.robot is ROBOTS.get(defaults.ROBOT)
-    assert (setup.cbf.safety_distance, setup.cbf.obstacle_margin, setup.cbf.wall_margin) == (
+    assert (
+        setup.cbf.safety_distance,
+        setup.cbf.obstacle_margin,
+        setup.cbf.wall_margin,
+        setup.cbf.step_margin,
+    ) == (
         pytest.approx(m.pair),
         pytest.approx(m.obstacle),
         pytest.approx(m.wall),
+        pytest.approx(m.step),
     )

@@ -46,7 +46,10 @@ WORLD = World(
     np.array([True, True, True, False]),
     np.array([-1.6, 1.6, -1.0, 1.0]),
 )
-PARAMS = CBFParams(gamma=None, safety_distance=0.21, obstacle_margin=0.095, wall_margin=0.095)
+#: Margins with a step part (``CBFParams.step_margin``), so the band clip is compared too.
+PARAMS = CBFParams(
+    gamma=None, safety_distance=0.21, obstacle_margin=0.095, wall_margin=0.095, step_margin=5e-4
+)
 
 
 def random_problems(rng, n):
@@ -178,6 +181,7 @@ def test_ok_output_meets_every_row_and_the_reference(seed, spread, u_scale):
             0.5,
             np,
             order,
+            PARAMS.step_margin,
         )
         ob = cbf.obstacle_rows(
             p,
@@ -189,9 +193,11 @@ def test_ok_output_meets_every_row_and_the_reference(seed, spread, u_scale):
             config.dt_s,
             2,
             np,
+            PARAMS.step_margin,
         )
         wl = cbf.wall_rows(
-            p, WORLD.arena, PARAMS.wall_margin, np.float64(5.0), config.class_k, config.dt_s, np
+            p, WORLD.arena, PARAMS.wall_margin, np.float64(5.0), config.class_k, config.dt_s, np,
+            PARAMS.step_margin,
         )
         box = cbf.box_rows(np.float64(0.3), np.array([0.2, 0.144]), np)
         for rows in (rr, ob, wl, box):

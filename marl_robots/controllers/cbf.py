@@ -14,6 +14,13 @@ or the look-ahead point of a unicycle) becomes one linear row ``a . u <= b`` of 
 robot.  With sample period ``dt > 0`` it is clipped to ``h / dt`` for ``h > 0``: then a constant
 command held for ``dt`` keeps ``h >= 0`` *exactly* in discrete time, because each barrier is a
 convex function of position (quadratic or linear), so ``h(p + u dt) >= h(p) + dt * dh/dt``.
+A unicycle's control point does not move in a straight line over ``dt``: the margins include a
+*step margin* ``delta`` (``sim.layout.filter_margins``) that covers its deviation from
+``p + u dt``, and in the band ``-band <= h < 0`` that a deviation may leave behind (the true
+margin still holds there) the clip ``h / dt`` stays on, so the next command returns the
+straight-line prediction to ``h >= 0`` within one period (an outward speed of at most
+``delta / dt``; 15 mm/s at the defaults) instead of at the class-K rate, which would let the
+next deviations accumulate.
 All functions take an ``xp`` array namespace (NumPy or ``jax.numpy``) and broadcast over
 leading batch axes.
 """
@@ -33,7 +40,7 @@ INACTIVE_B = 1e6
 DEGENERATE_M = 1e-4
 
 
-def class_k(h, gamma, kind: ClassK, dt, xp=np):
+def class_k(h, gamma, kind: ClassK, dt, xp=np, band=0.0):
     """Evaluate the class-K function ``alpha(h)`` with the discrete-time clip.
 
     Args:
@@ -42,6 +49,8 @@ def class_k(h, gamma, kind: ClassK, dt, xp=np):
         kind: ``"linear"`` (``gamma h``) or ``"cubic"`` (``gamma h^3``).
         dt: sample period [s]; ``0`` disables the ``h / dt`` clip.
         xp: array namespace.
+        band: [...] >= 0, the clip ``min(alpha, h / dt)`` applies where ``h >= -band`` (the
+            step-margin band, see the module docstring; ``0``: where ``h >= 0``).
     """
     if kind == "linear":
         alpha = gamma * h
@@ -50,8 +59,17 @@ def class_k(h, gamma, kind: ClassK, dt, xp=np):
     else:
         raise ValueError(f"unknown class-K function {kind!r}; known: {', '.join(CLASS_K_NAMES)}")
     if dt > 0:
-        alpha = xp.where(h > 0, xp.minimum(alpha, h / dt), alpha)
+        alpha = xp.where(h >= -band, xp.minimum(alpha, h / dt), alpha)
     return alpha
+
+
+def quadratic_band(reach, step):
+    """Band of ``h = |x|^2 - reach^2`` whose distance ``|x|`` is within ``step`` of ``reach``.
+
+    ``reach^2 - (reach - step)^2`` [m^2]: the barrier values between the true margin
+    (``reach - step``) and the filter's (``reach``).
+    """
+    return step * (2.0 * reach - step)
 
 
 class Rows(NamedTuple):
@@ -89,7 +107,7 @@ def separating_diff(diff, sign, xp=np):
 
 
 def robot_rows(
-    p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np, order=None
+    p, nbr, nbr_mask, distance, gamma, kind, dt, share=0.5, xp=np, order=None, step=0.0
 ) -> Rows:
     """Robot-robot rows for each robot against its padded neighbour list.
 
@@ -103,16 +121,17 @@ def robot_rows(
         share: fraction of the pairwise condition this robot enforces (1/2 decentralised).
         order: [..., k] sign(id_i - id_j) of each pair, used where the points coincide
             (``None``: +1, which brakes coincident robots' approach but does not part them).
+        step: step margin per robot [m] (``distance`` includes ``2 step``; see ``class_k``).
     """
     diff = p[..., None, :] - nbr  # [..., k, 2]
     h = xp.sum(diff * diff, axis=-1) - distance * distance
-    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    alpha = class_k(h, gamma[..., None], kind, dt, xp, quadratic_band(distance, 2.0 * step))
     sign = xp.ones(h.shape, dtype=p.dtype) if order is None else order.astype(p.dtype)
     return _rows(2.0 * separating_diff(diff, sign, xp), h, share * alpha, nbr_mask, xp)
 
 
 def obstacle_rows(
-    p, obstacles, obstacle_mask, margin, gamma, kind, dt, nearest=None, xp=np
+    p, obstacles, obstacle_mask, margin, gamma, kind, dt, nearest=None, xp=np, step=0.0
 ) -> Rows:
     """Circular-obstacle rows, optionally only for each robot's ``nearest`` obstacles.
 
@@ -126,6 +145,7 @@ def obstacle_rows(
         margin: clearance added to each radius (robot radius plus look-ahead) [m].
         gamma: [...] per-robot gain.
         nearest: static number of rows to keep per robot (``None``: all O).
+        step: step margin [m] (``margin`` includes it; see ``class_k``).
     """
     diff = p[..., None, :] - obstacles[..., :2]
     reach = obstacles[..., 2] + margin
@@ -139,15 +159,16 @@ def obstacle_rows(
         reach = xp.take_along_axis(xp.broadcast_to(reach, present.shape), keep, axis=-1)
         present = xp.take_along_axis(present, keep, axis=-1)
     h = dist2 - reach * reach
-    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    alpha = class_k(h, gamma[..., None], kind, dt, xp, quadratic_band(reach, step))
     diff = separating_diff(diff, xp.ones(h.shape, dtype=p.dtype), xp)
     return _rows(2.0 * diff, h, alpha, present, xp)
 
 
-def wall_rows(p, arena, margin, gamma, kind, dt, xp=np) -> Rows:
+def wall_rows(p, arena, margin, gamma, kind, dt, xp=np, step=0.0) -> Rows:
     """Arena-wall rows for a rectangle ``arena = (x_min, x_max, y_min, y_max)`` [m].
 
-    Rows in order: x_max, x_min, y_max, y_min.
+    Rows in order: x_max, x_min, y_max, y_min.  ``step``: the step margin [m] that ``margin``
+    includes (see ``class_k``).
     """
     x, y = p[..., 0], p[..., 1]
     h = xp.stack(
@@ -161,7 +182,7 @@ def wall_rows(p, arena, margin, gamma, kind, dt, xp=np) -> Rows:
     )
     grad = xp.asarray([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], dtype=p.dtype)
     grad = xp.broadcast_to(grad, h.shape + (2,))
-    alpha = class_k(h, gamma[..., None], kind, dt, xp)
+    alpha = class_k(h, gamma[..., None], kind, dt, xp, step)
     return _rows(grad, h, alpha, xp.ones(h.shape, dtype=bool), xp)
 
 

@@ -99,12 +99,17 @@ class CBFParams(NamedTuple):
         safety_distance: minimum centre distance between filter points [m].
         obstacle_margin: clearance added to obstacle radii [m].
         wall_margin: clearance kept from the arena walls [m].
+        step_margin: the part of each margin (twice it of the pair distance) that covers the
+            control point's deviation from a straight line over one period [m]
+            (``sim.layout.filter_margins``); inside it the filter asks for a return to the
+            full margin within one period (``cbf.class_k``).  0: none (a single integrator).
     """
 
     gamma: object
     safety_distance: object
     obstacle_margin: object
     wall_margin: object
+    step_margin: object = 0.0
 
 
 class Limits(NamedTuple):
@@ -172,8 +177,10 @@ def barrier_rows(
 ):
     """Stack the robot, obstacle and wall rows of each robot: ``Rows`` with [..., m, ...]."""
     kind, dt = config.class_k, config.dt_s
+    step = params.step_margin
     rr = cbf.robot_rows(
-        points, nbr, nbr_mask, params.safety_distance, params.gamma, kind, dt, share, xp, order
+        points, nbr, nbr_mask, params.safety_distance, params.gamma, kind, dt, share, xp, order,
+        step,
     )
     ob = cbf.obstacle_rows(
         points,
@@ -185,8 +192,11 @@ def barrier_rows(
         dt,
         config.obstacle_rows,
         xp,
+        step,
     )
-    wl = cbf.wall_rows(points, world.arena, params.wall_margin, params.gamma, kind, dt, xp)
+    wl = cbf.wall_rows(
+        points, world.arena, params.wall_margin, params.gamma, kind, dt, xp, step
+    )
     return concat_rows((rr, ob, wl), xp)
 
 
@@ -457,7 +467,8 @@ def centralised_filter(points, u_nom, world, params, limits, config, xp=np, extr
     diff = points[pi] - points[pj]
     h_pair = xp.sum(diff * diff, axis=-1) - params.safety_distance**2
     gamma_pair = xp.minimum(params.gamma[pi], params.gamma[pj])
-    alpha = cbf.class_k(h_pair, gamma_pair, config.class_k, config.dt_s, xp)
+    band = cbf.quadratic_band(params.safety_distance, 2.0 * params.step_margin)
+    alpha = cbf.class_k(h_pair, gamma_pair, config.class_k, config.dt_s, xp, band)
     # Coincident robots i < j part along -x / +x, as in the decentralised filter.
     diff = cbf.separating_diff(diff, -xp.ones(h_pair.shape, dtype=dtype), xp)
     G_pair = xp.zeros((len(pi), n, 2), dtype=dtype)

@@ -64,10 +64,10 @@ class ScalarResult(NamedTuple):
     intervened: bool
 
 
-def _alpha(h: float, gamma: float, cubic: bool, dt: float) -> float:
+def _alpha(h: float, gamma: float, cubic: bool, dt: float, band: float) -> float:
     """``cbf.class_k`` on one value (same operation order)."""
     a = gamma * h * h * h if cubic else gamma * h
-    if dt > 0 and h > 0:
+    if dt > 0 and h >= -band:
         a = min(a, h / dt)
     return a
 
@@ -144,25 +144,28 @@ def filter_one(
     rows = []  # (ax, ay, b, h) of every barrier row, in the reference order
     d = float(params.safety_distance)
     d2 = d * d
+    step = float(params.step_margin)
+    pair_band = cbf.quadratic_band(d, 2.0 * step)
     for (qx, qy), m, sign in zip(nbrs, masks, signs):
         if not m:
             rows.append((0.0, 0.0, cbf.INACTIVE_B, math.inf))
             continue
         dx, dy = px - qx, py - qy
         h = dx * dx + dy * dy - d2
-        b = 0.5 * _alpha(h, gamma, cubic, dt)
+        b = 0.5 * _alpha(h, gamma, cubic, dt, pair_band)
         if dx * dx + dy * dy < _DEG2:
             dx, dy = sign * cbf.DEGENERATE_M, 0.0
         rows.append((-(2.0 * dx), -(2.0 * dy), b, h))
     rows.extend(
         _obstacle_rows(
-            px, py, world, float(params.obstacle_margin), gamma, cubic, dt, config.obstacle_rows
+            px, py, world, float(params.obstacle_margin), gamma, cubic, dt, config.obstacle_rows,
+            step,
         )
     )
     x0, x1, y0, y1 = (float(v) for v in np.asarray(world.arena).reshape(4))
     wm = float(params.wall_margin)
     for (ax, ay), h in zip(_WALL_A, (x1 - wm - px, px - x0 - wm, y1 - wm - py, py - y0 - wm)):
-        rows.append((ax, ay, _alpha(h, gamma, cubic, dt), h))
+        rows.append((ax, ay, _alpha(h, gamma, cubic, dt, step), h))
     rows.extend(extra)
     c, s = math.cos(yaw), math.sin(yaw)
     hw0, hw1 = float(half_width[0]), float(half_width[1])
@@ -182,7 +185,7 @@ def filter_one(
     return ScalarResult((ux, uy), int(status), slack, barrier, ux != ux0 or uy != uy0)
 
 
-def _obstacle_rows(px, py, world, margin, gamma, cubic, dt, nearest):
+def _obstacle_rows(px, py, world, margin, gamma, cubic, dt, nearest, step):
     """``cbf.obstacle_rows`` of one point: rows (ax, ay, b, h), nearest first when cut."""
     obstacles = np.asarray(world.obstacles, dtype=float).reshape(-1, 3).tolist()
     mask = np.broadcast_to(np.asarray(world.obstacle_mask, dtype=bool), (len(obstacles),))
@@ -203,7 +206,8 @@ def _obstacle_rows(px, py, world, margin, gamma, cubic, dt, nearest):
         h = dist2 - reach * reach
         if dist2 < _DEG2:
             dx, dy = cbf.DEGENERATE_M, 0.0
-        rows.append((-(2.0 * dx), -(2.0 * dy), _alpha(h, gamma, cubic, dt), h))
+        band = cbf.quadratic_band(reach, step)
+        rows.append((-(2.0 * dx), -(2.0 * dy), _alpha(h, gamma, cubic, dt, band), h))
     return rows
 
 

@@ -223,7 +223,7 @@ def load_fleet(fleet_file: str | Path) -> Fleet:
 
 
 def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFETY_DISTANCE_M,
-                       what: str = "fleet") -> None:
+                       what: str = "fleet", dt_s: float = defaults.DT_S) -> None:
     """Check a fleet's starts and goals against the filter's margins (``check_ground_layout``).
 
     Finite poses and goals, inside the arena less the wall margin, no two starts or goals
@@ -235,6 +235,7 @@ def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFE
             fleet's robot type.
         safety_distance_m: least distance between robot centres [m] (>= body diameter).
         what: name of the fleet in messages (e.g. ``fleet file <path>``).
+        dt_s: control period [s] of the filter (sizes the margins' step part).
 
     Raises:
         ValidationError: one line naming ``what``, the robot (by name) and the broken rule.
@@ -264,7 +265,7 @@ def check_fleet_layout(fleet: Fleet, model=None, safety_distance_m: float = SAFE
     obstacles = [list(o) for o in fleet.obstacles]
     try:
         check_ground_layout(robot, model, pos, yaw, goals, obstacles, fleet.arena_bounds,
-                            safety_distance_m, what)
+                            safety_distance_m, what, dt_s)
     except validate.ValidationError as err:
         raise validate.ValidationError(_robot_names(str(err), names)) from None
 

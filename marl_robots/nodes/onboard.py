@@ -443,6 +443,8 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     robot = robot_family(p)
     model = robot_model(p)
     sensing = sensing_config(p)
+    # The period a command is held: it sizes the margins' step part (``filter_margins``).
+    dt_s = float(p.get("dt_s", defaults.DT_S))
     try:
         d = validate.safety_distance(p["safety_distance_m"], model.diameter_m)
     except (ValueError, TypeError) as err:
@@ -450,7 +452,8 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     if p.get("fleet_file"):
         # The fleet file's starts and goals, against this node's own margins.
         try:
-            check_fleet_layout(fleet, model, d, what=f"fleet file {p['fleet_file']}")
+            check_fleet_layout(fleet, model, d, what=f"fleet file {p['fleet_file']}",
+                               dt_s=dt_s)
         except validate.ValidationError as err:
             raise ParameterError("fleet_file", str(err)) from err
         check_robot_type(fleet, p, model)
@@ -482,9 +485,10 @@ def pipeline_setup(p: dict, fleet: Fleet) -> Setup:
     obstacles = np.asarray(fleet.obstacles, dtype=float).reshape(-1, 3)
     world = World(obstacles, np.ones(len(obstacles), dtype=bool),
                   np.asarray(fleet.arena_bounds, dtype=float))
-    m = filter_margins(robot, model, float(d))
+    m = filter_margins(robot, model, float(d), dt_s)
     cbf = CBFParams(gamma=np.array([gamma]), safety_distance=float(m.pair),
-                    obstacle_margin=float(m.obstacle), wall_margin=float(m.wall))
+                    obstacle_margin=float(m.obstacle), wall_margin=float(m.wall),
+                    step_margin=float(m.step))
     return Setup(model, sensing, world, cbf, config, **gains, robot=robot)
 
 
@@ -634,9 +638,11 @@ def _filter_command_fast(poses: list, index: int, nominal_cmd: list,
     c, s = math.cos(yaw), math.sin(yaw)
     v, w_l = nominal_cmd[0], look * nominal_cmd[1]
     u_nom = (c * v - s * w_l, s * v + c * w_l)
-    # Axle rows (``Unicycle.body_rows``) for neighbours inside the pair margin.
-    d2 = float(cbf.safety_distance) ** 2
-    centres = float(cbf.safety_distance) - 2.0 * look
+    # Axle rows (``Unicycle.body_rows``) for neighbours inside the pair margin less its step
+    # part (the true margin).
+    pair = float(cbf.safety_distance) - 2.0 * float(cbf.step_margin)
+    d2 = pair * pair
+    centres = pair - 2.0 * look
     cubic, dt = setup.config.class_k == "cubic", setup.config.dt_s
     ax, ay = poses[index][0], poses[index][1]
     extra = []
@@ -717,10 +723,11 @@ def _axle_rows(poses, points, index, rows, mask, setup: Setup):
     """``Unicycle.body_rows`` of robot ``index`` alone: [1, k] rows (absent unless inside)."""
     pts = np.where(np.isfinite(points), points, 0.0)
     diff = pts[index] - pts[rows]
-    inside = mask[0] & (np.sum(diff * diff, -1) < float(setup.cbf.safety_distance) ** 2)
+    pair = float(setup.cbf.safety_distance) - 2.0 * float(setup.cbf.step_margin)
+    inside = mask[0] & (np.sum(diff * diff, -1) < pair**2)
     yaw = poses[index, 2]
     heading = np.array([[math.cos(yaw), math.sin(yaw)]])
-    centres = float(setup.cbf.safety_distance) - 2.0 * setup.model.lookahead_m
+    centres = pair - 2.0 * setup.model.lookahead_m
     return cbf_rows.heading_rows(
         poses[index:index + 1, :2], heading, poses[rows, :2][None], inside[None], centres,
         np.asarray(setup.cbf.gamma, dtype=float).reshape(-1)[:1], setup.config.class_k,

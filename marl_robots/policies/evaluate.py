@@ -84,6 +84,9 @@ def _make_runner(env_config: EnvConfig, policy, episodes, steps):
         diff = state.task.pos[:, :, None] - state.task.pos[:, None]
         return (jnp.sum(diff * diff, -1) < env_params.robot.diameter_m**2) & ~eye
 
+    def touching(state, env_params):  # [episodes, n] body on an obstacle or past a wall
+        return jax.vmap(lambda t: base.task.metrics(t, env_params.robot).touching)(state.task)
+
     def body(carry, _):
         s, agg, params, env_params = carry
         s = env.step(s, policy.apply(params, s.obs), env_params)
@@ -96,6 +99,7 @@ def _make_runner(env_config: EnvConfig, policy, episodes, steps):
                 agg["min_obstacle_clearance_m"], s.metrics["obstacle_clearance_m"]
             ),
             "collided": agg["collided"] | pairs_close(s, env_params),
+            "touched": agg["touched"] | touching(s, env_params),
             "filter_interventions": agg["filter_interventions"] + s.metrics["interventions"],
             "qp_relaxed": agg["qp_relaxed"] + jnp.sum(status == FilterStatus.RELAXED, -1),
             "qp_infeasible": agg["qp_infeasible"] + jnp.sum(status >= FilterStatus.INFEASIBLE, -1),
@@ -113,6 +117,7 @@ def _make_runner(env_config: EnvConfig, policy, episodes, steps):
             "min_separation_m": s.metrics["min_separation_m"],
             "min_obstacle_clearance_m": s.metrics["obstacle_clearance_m"],
             "collided": pairs_close(s, env_params),
+            "touched": touching(s, env_params),
             "filter_interventions": zero,
             "qp_relaxed": zero,
             "qp_infeasible": zero,
@@ -120,6 +125,7 @@ def _make_runner(env_config: EnvConfig, policy, episodes, steps):
         carry = (s, agg, params, env_params)
         (s, agg, _, _), _ = jax.lax.scan(body, carry, None, length=steps)
         agg["collisions"] = jnp.sum(jnp.triu(agg.pop("collided"), 1), axis=(-2, -1))
+        agg["obstacle_contacts"] = jnp.sum(agg.pop("touched"), axis=-1)
         agg["success_rate"] = s.metrics["success"]
         agg["reached_step"] = s.task.reached_step
         return agg
@@ -166,6 +172,7 @@ def evaluate(
                 "success_rate": float(agg["success_rate"][e]),
                 "mean_time_to_goal_s": float(times.mean()) if times.size else None,
                 "collisions": int(agg["collisions"][e]),
+                "obstacle_contacts": int(agg["obstacle_contacts"][e]),
                 "min_separation_m": float(agg["min_separation_m"][e]),
                 "min_obstacle_clearance_m": clear if np.isfinite(clear) else None,
                 "filter_interventions": int(agg["filter_interventions"][e]),
@@ -196,6 +203,7 @@ def evaluate(
         "safety_distance_m": SAFETY_DISTANCE_M,
         "robot_diameter_m": float(base.default_params().robot.diameter_m),
         "collisions": int(sum(r["collisions"] for r in rows)),
+        "obstacle_contacts": int(sum(r["obstacle_contacts"] for r in rows)),
         "min_separation_m": float(min(r["min_separation_m"] for r in rows)),
         "min_obstacle_clearance_m": float(min(clear)) if clear else None,
         "success_rate": float(np.mean([r["success_rate"] for r in rows])),
@@ -267,6 +275,7 @@ def simulate_policy(spec, source: str, progress=None):
             "colliding_pairs": m.colliding_pairs,
             "at_goal": m.at_goal,
             "obstacle_clearance_m": m.obstacle_clearance_m,
+            "touching": m.touching,
             "close": close,
         }
         return s, rec
@@ -309,5 +318,6 @@ def simulate_policy(spec, source: str, progress=None):
         "relaxed": int((rec["status"] == FilterStatus.RELAXED).sum()),
         "infeasible": int((rec["status"] >= FilterStatus.INFEASIBLE).sum()),
         "min_obstacle_clearance_m": float(rec["obstacle_clearance_m"].min()),
+        "touched": np.asarray(first.touching) | np.logical_or.reduce(rec["touching"], axis=0),
     }
     return task, robot_params, traj, agg, {"compile_s": compile_s, "run_s": run_s}

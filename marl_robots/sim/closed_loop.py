@@ -76,18 +76,20 @@ def cbf_params(
     """Filter parameters for the task's control points.
 
     Barriers act on control points, which sit up to ``margin`` (the look-ahead) from the body
-    centre, so robot pairs keep ``d + 2 margin`` and walls/obstacles ``radius + margin``.
+    centre, so robot pairs keep ``d + 2 margin`` and walls/obstacles ``radius + margin``, each
+    plus the step margin of the task's period (``sim.layout.filter_margins``).
 
     Args:
         safety_distance_m: minimum distance between robot *centres* [m].
         gamma: class-K gain, scalar or per robot [n].
     """
-    m = filter_margins(task.robot, params, jnp.float32(safety_distance_m))
+    m = filter_margins(task.robot, params, jnp.float32(safety_distance_m), task.config.dt_s)
     return CBFParams(
         gamma=jnp.broadcast_to(jnp.asarray(gamma, jnp.float32), (task.n,)),
         safety_distance=m.pair,
         obstacle_margin=m.obstacle,
         wall_margin=m.wall,
+        step_margin=jnp.asarray(m.step, jnp.float32),
     )
 
 
@@ -250,6 +252,8 @@ class Aggregates(NamedTuple):
         relaxed: robot-steps solved with slack.
         infeasible: robot-steps that braked (infeasible or invalid input).
         min_obstacle_clearance_m: smallest body-to-obstacle surface distance [m].
+        touched: [n] bool, robots whose body ever overlapped an obstacle or reached past an
+            arena wall.
     """
 
     min_separation_m: jax.Array
@@ -258,6 +262,7 @@ class Aggregates(NamedTuple):
     relaxed: jax.Array
     infeasible: jax.Array
     min_obstacle_clearance_m: jax.Array
+    touched: jax.Array
 
 
 def initial_aggregates(task: NavigationTask, state: NavState, params: GroundParams) -> Aggregates:
@@ -267,7 +272,9 @@ def initial_aggregates(task: NavigationTask, state: NavState, params: GroundPara
     diff = state.pos[:, None] - state.pos[None]
     close = (jnp.sum(diff * diff, -1) < params.diameter_m**2) & ~jnp.eye(n, dtype=bool)
     zero = jnp.int32(0)
-    return Aggregates(m.min_separation_m, close, zero, zero, zero, m.obstacle_clearance_m)
+    return Aggregates(
+        m.min_separation_m, close, zero, zero, zero, m.obstacle_clearance_m, m.touching
+    )
 
 
 def rollout(
@@ -297,6 +304,7 @@ def rollout(
             agg.relaxed + jnp.sum(out.status == FilterStatus.RELAXED),
             agg.infeasible + jnp.sum(out.status >= FilterStatus.INFEASIBLE),
             jnp.minimum(agg.min_obstacle_clearance_m, m.obstacle_clearance_m),
+            agg.touched | m.touching,
         )
 
     step = lambda st, a: task.step(st, a, params)  # noqa: E731

@@ -138,6 +138,7 @@ def simulate(spec: RunSpec, progress: Callable[[int, int], None] | None = None):
         "relaxed": int(sum(int(a.relaxed) for a in aggs)),
         "infeasible": int(sum(int(a.infeasible) for a in aggs)),
         "min_obstacle_clearance_m": min(float(a.min_obstacle_clearance_m) for a in aggs),
+        "touched": np.logical_or.reduce([np.asarray(a.touched) for a in aggs]),
     }
     return task, params, traj, agg, {"compile_s": compile_s, "run_s": run_s}
 
@@ -164,6 +165,7 @@ def metrics_of(spec: RunSpec, task, params, traj, agg, timing) -> dict[str, Any]
         "safety_distance_m": spec.safety_distance_m,
         "robot_diameter_m": float(params.diameter_m),
         "collisions": int(np.triu(agg["collided"], k=1).sum()),
+        "obstacle_contacts": int(agg["touched"].sum()),
         "min_separation_m": validate.json_number(agg["min_separation_m"]),
         "min_obstacle_clearance_m": validate.json_number(clearance),
         "success_rate": float(at_end.mean()),

@@ -34,6 +34,11 @@ class SingleIntegrator:
         return 0.0 * params.diameter_m
 
     @staticmethod
+    def step_margin(params, dt):
+        """Gap between one period's motion and ``p + u dt`` [m]: none (it moves in a line)."""
+        return 0.0 * params.diameter_m * dt
+
+    @staticmethod
     def from_point_velocity(u, yaw, params, xp=np):
         """Action that moves the control point with velocity ``u`` [n, 2]."""
         return u

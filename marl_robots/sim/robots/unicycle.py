@@ -47,6 +47,25 @@ class Unicycle:
         return params.lookahead_m
 
     @staticmethod
+    def step_margin(params, dt):
+        """Largest gap [m] between the control point after one period and ``p + u dt``.
+
+        ``p + u dt`` is the straight-line prediction the filter's discrete-time clip assumes.
+        With (v, omega) held for ``dt`` the point's velocity ``u`` keeps its length and turns at
+        ``omega``: ``p(dt) - p - u dt = int_0^dt (R(omega t) - I) u dt`` and
+        ``|R(omega t) - I| <= |omega| t``, so the gap is at most ``|u| |omega| dt^2 / 2``, largest
+        at the corner of the limits box: ``|u| <= sqrt(v_max^2 + (l omega_max)^2)``,
+        ``|omega| <= omega_max`` (0.48 mm at the defaults).  The exact arc of ``step`` attains
+        it up to ``1 - sinc``-order terms.
+
+        Args:
+            params: ``GroundParams`` (floats or JAX scalars).
+            dt: control and integration period [s].
+        """
+        u_max = (params.v_max**2 + (params.lookahead_m * params.omega_max) ** 2) ** 0.5
+        return 0.5 * u_max * params.omega_max * dt * dt
+
+    @staticmethod
     def from_point_velocity(u, yaw, params, xp=np):
         """(v, omega) [n, 2] that moves the look-ahead point with velocity ``u``."""
         return nominal.point_to_unicycle(u, yaw, params.lookahead_m, xp)
@@ -73,22 +92,25 @@ class Unicycle:
     def body_rows(pos, yaw, points, index, mask, cbf_params, class_k, dt, params, xp=np):
         """Axle-separation rows (``cbf.heading_rows``) for neighbours inside the pair margin.
 
-        Present only for neighbours whose control points are already closer than the filter's
-        pair distance; absent for all others.
+        Present only for neighbours whose control points are closer than the filter's pair
+        distance less its discrete-time part (``2 * cbf_params.step_margin``, the band a step
+        may end in; see ``sim.layout.filter_margins``); absent for all others.
 
         Args:
             pos: [n, 2] axles [m]; yaw: [n] [rad]; points: [n, 2] control points [m].
             index, mask: [n, k] neighbour graph.
-            cbf_params: ``CBFParams`` (its pair distance includes ``2 l``).
+            cbf_params: ``CBFParams`` (its pair distance includes ``2 l`` and twice the step
+                margin).
             class_k, dt: the filter's class-K function and period.
 
         Returns:
             ``cbf.Rows`` [n, k, ...].
         """
         diff = points[:, None, :] - points[index]
-        inside = mask & (xp.sum(diff * diff, -1) < cbf_params.safety_distance**2)
+        pair = cbf_params.safety_distance - 2.0 * cbf_params.step_margin
+        inside = mask & (xp.sum(diff * diff, -1) < pair**2)
         heading = xp.stack([xp.cos(yaw), xp.sin(yaw)], axis=-1)
-        centres = cbf_params.safety_distance - 2.0 * params.lookahead_m
+        centres = pair - 2.0 * params.lookahead_m
         return cbf.heading_rows(
             pos, heading, pos[index], inside, centres, cbf_params.gamma, class_k, dt, 0.5, xp
         )

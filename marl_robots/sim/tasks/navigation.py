@@ -89,12 +89,14 @@ class StepMetrics(NamedTuple):
         colliding_pairs: number of robot pairs closer than the body diameter.
         at_goal: [n] control point within the goal tolerance.
         obstacle_clearance_m: smallest body-surface-to-obstacle-surface distance [m].
+        touching: [n] body overlaps an obstacle or reaches past an arena wall (clearance < 0).
     """
 
     min_separation_m: jax.Array
     colliding_pairs: jax.Array
     at_goal: jax.Array
     obstacle_clearance_m: jax.Array
+    touching: jax.Array
 
 
 class NavigationTask:
@@ -206,10 +208,15 @@ class NavigationTask:
             <= self.config.goal_tolerance_m
         )
         od = jnp.linalg.norm(state.pos[:, None, :] - state.obstacles[None, :, :2], axis=-1)
-        clearance = od - state.obstacles[None, :, 2] - 0.5 * params.diameter_m
-        clearance = jnp.min(jnp.where(state.obstacle_mask[None, :], clearance, jnp.inf))
+        radius = 0.5 * params.diameter_m
+        clearance = od - state.obstacles[None, :, 2] - radius
+        clearance = jnp.where(state.obstacle_mask[None, :], clearance, jnp.inf)  # [n, O]
+        x0, x1, y0, y1 = self.config.arena_bounds
+        x, y = state.pos[:, 0], state.pos[:, 1]
+        wall = jnp.minimum(jnp.minimum(x - x0, x1 - x), jnp.minimum(y - y0, y1 - y)) - radius
+        touching = (jnp.min(clearance, axis=-1, initial=jnp.inf) < 0) | (wall < 0)
         min_sep = jnp.min(dist) if n > 1 else jnp.float32(jnp.inf)
-        return StepMetrics(min_sep, colliding, at_goal, clearance)
+        return StepMetrics(min_sep, colliding, at_goal, jnp.min(clearance), touching)
 
     def step(self, state: NavState, action: jax.Array, params: GroundParams):
         """Apply ``action`` [n, 2] for one period.
