@@ -32,6 +32,8 @@ COLUMNS = (
     ("mean_time_to_goal_s", "time to goal [s]", "{:.1f}"),
     ("min_separation_m", "min sep. [m]", "{:.3f}"),
     ("collisions", "collisions", "{}"),
+    ("obstacle_contacts", "obstacle contacts", "{}"),
+    ("min_obstacle_clearance_m", "min obstacle clear. [m]", "{:.4f}"),
     ("filter_interventions", "interventions", "{}"),
     ("relaxed_or_infeasible_rate", "relaxed/infeasible", "{:.4f}"),
 )
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     head = "| scenario | robots | policy | " + " | ".join(c[1] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
     for m in result["cells"]:
-        vals = " | ".join(_fmt(m[k], f) for k, _, f in COLUMNS)
+        vals = " | ".join(_fmt(m.get(k), f) for k, _, f in COLUMNS)
         lines.append(f"| {m['scenario']} | {m['robots']} | {m['label']} | {vals} |")
     table = "\n".join(lines) + "\n"
     (args.out / "table.md").write_text(table)
