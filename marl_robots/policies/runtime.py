@@ -175,6 +175,10 @@ def _onnx_runner(path: Path, manifest: dict):
     try:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.log_severity_level = 4
         session = ort.InferenceSession(str(path / file), opts, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
