@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -247,7 +248,9 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
 
     Shutdown semantics: SIGINT or SIGTERM (once or repeatedly) stops spinning between two
     callbacks; every node's ``stop()`` (if it has one) then publishes its final zero command;
-    the nodes are destroyed and the context shut down, bounded by ``CLEANUP_TIMEOUT_S``.
+    then, with ``exit_process``, the process ends at once (``_exit_now``: no entity is
+    destroyed one by one, the DDS participant goes with the process), otherwise the nodes are
+    destroyed and the context shut down; bounded by ``CLEANUP_TIMEOUT_S``.
 
     Args:
         make_node: builds the node, or a list of nodes; it may raise ``ParameterError`` (or
@@ -302,8 +305,16 @@ def run(make_node: Callable[[], object], args: Sequence[str] | None = None,
         pass
     deadline = _ExitDeadline(HARD_EXIT_S, code, dump_after=STALL_DUMP_S)
     started = time.monotonic()
-    if not _bounded(lambda: _teardown(nodes, executor, final=code == 0),
-                    CLEANUP_TIMEOUT_S):
+    if exit_process:
+        # The process ends right after its final commands: its DDS participant goes with it
+        # (never deleted gracefully: os._exit skips that anyway), and peers drop it after
+        # their lease.  Destroying the entities one by one first only risked the stalls:
+        # rcl's Service.destroy / Publisher.destroy blocked over 6.5 s under load, holding
+        # the GIL, while peers exited at the same moment.
+        teardown = partial(_final_commands, nodes if code == 0 else [])
+    else:
+        teardown = partial(_teardown, nodes, executor, final=code == 0)
+    if not _bounded(teardown, CLEANUP_TIMEOUT_S):
         # Destroying a DDS entity can block in the middleware (peers exiting at the same
         # moment); the exit code and the final command already sent matter more.
         print(f"[WARN] teardown took over {CLEANUP_TIMEOUT_S} s; exiting anyway",
@@ -400,13 +411,18 @@ class _ExitDeadline:
             self._timer = None
 
 
-def _teardown(nodes: list, executor, final: bool) -> None:
-    """Final commands (when the nodes ran), then destroy the nodes and the context, in order."""
-    stopping = [node for node in (nodes if final else ()) if hasattr(node, "stop")]
+def _final_commands(nodes: list) -> None:
+    """Every node's ``stop()`` (its final zero command), then a linger for their delivery."""
+    stopping = [node for node in nodes if hasattr(node, "stop")]
     for node in stopping:
         node.stop()
     if stopping:
         time.sleep(FINAL_COMMAND_LINGER_S)
+
+
+def _teardown(nodes: list, executor, final: bool) -> None:
+    """Final commands (when the nodes ran), then destroy the nodes and the context, in order."""
+    _final_commands(nodes if final else [])
     if executor is not None:
         for node in nodes:  # unhooks the executor's middleware callbacks before destruction
             executor.remove_node(node)
