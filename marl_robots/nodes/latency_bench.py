@@ -147,8 +147,7 @@ def _bench_poses(fleet, crowded: bool = False) -> np.ndarray:
 
 def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
               filters: int | None = None, startup_timeout_s: float = 120.0,
-              policy: str = "", fleet_state: str = "odometry", composed: bool = False,
-              policy_order: str = "policy_first") -> dict:
+              policy: str = "", fleet_state: str = "odometry", layout: str = "") -> dict:
     """Start the filters, drive them, and return the measured statistics.
 
     Args:
@@ -160,11 +159,9 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         startup_timeout_s: longest wait for every filter to answer [s].
         policy: a bundle run by a ``policy_node`` per robot under test ('' for none).
         fleet_state: ``odometry`` (N messages per period) or ``pose_array`` (one).
-        composed: each robot under test runs one ``swarm_host`` process hosting its policy
-            and filter nodes (``namespaces:=<robot>``; the policy linked to the filter)
-            instead of one process per node.
-        policy_order: with ``composed``: ``policy_first`` or ``filter_first``
-            (``PolicyNode.link``).
+        layout: a key of ``LAYOUTS`` ('' for ``nodes`` with a policy, else ``filter``);
+            ``policy_first`` / ``filter_first``: each robot under test runs one ``swarm_host``
+            hosting its policy and filter (``namespaces:=<robot>``, ``PolicyNode.link``).
 
     """
     import rclpy  # noqa: PLC0415
@@ -181,6 +178,8 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     fleet = fleet_from_scenario(robots)
+    layout = layout or ("nodes" if policy else "filter")
+    composed = layout in ("policy_first", "filter_first")
     swarm = {"robots": robots, "use_sim_time": False, "fleet_state": fleet_state,
              "filter_overrides": {"state_timeout_s": 1.0}, "policy": policy}
     all_specs = expand_swarm(**swarm)
@@ -195,7 +194,7 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         host = expand_swarm(**swarm, one_process=True)[1]
         started = [replace(host, name=f"host_{s.namespace.strip('/')}",
                            parameters={**host.parameters, "namespaces": s.namespace,
-                                       "policy_order": policy_order})
+                                       "policy_order": layout})
                    for s in specs]
     else:
         started = [*specs, *policy_specs]
@@ -305,7 +304,7 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
         "filter_processes": n,
         "policy": policy or None,
         "policy_processes": 0 if composed else len(policy_specs),
-        "layout": (policy_order if composed else "nodes") if policy else "filter",
+        "layout": layout,
         "fleet_state": fleet_state,
         "policy_latency": percentiles(nominal_latencies) if gnn else None,
         "target_rate_hz": rate_hz,
@@ -385,8 +384,7 @@ def main(argv=None) -> int:
         result["runs"][layout] = run_bench(
             args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
             policy="" if layout == "filter" else args.policy, fleet_state=args.fleet_state,
-            composed=layout in ("policy_first", "filter_first"),
-            policy_order=layout if layout.endswith("_first") else "policy_first")
+            layout=layout)
     comp, worst = result["compute_only"], result["compute_only_relaxed"]
     ref, worst_ref = result["compute_only_reference"], result["compute_only_relaxed_reference"]
     result["target_compute_p99_ms"] = TARGET_COMPUTE_P99_MS
