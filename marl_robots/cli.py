@@ -276,6 +276,10 @@ def _add_learning_parsers(sub) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", type=Path, required=True, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from --out/checkpoint")
+    tr.add_argument("--init", type=Path, default=None, metavar="RUN",
+                    help="fine-tune: start from the networks, optimiser and statistics of the "
+                         "run folder RUN (its checkpoint); scenarios, envs and seed are this "
+                         "run's")
     tr.add_argument("--overwrite", action="store_true", help="replace files in a non-empty --out")
     tr.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -498,6 +502,8 @@ def _cmd_train(args) -> int:
         _prepare_out(args.out, args.overwrite)
     elif not (args.out / "checkpoint" / "state.msgpack").is_file():
         raise UsageError(f"--resume: no checkpoint in {args.out}/checkpoint")
+    if args.init is not None and not (args.init / "checkpoint" / "state.msgpack").is_file():
+        raise UsageError(f"--init: no checkpoint in {args.init}/checkpoint")
     try:
         config = TrainConfig(
             policy=args.policy,
@@ -525,6 +531,7 @@ def _cmd_train(args) -> int:
             args.resume,
             args.checkpoint_every,
             args.quiet,
+            args.init,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

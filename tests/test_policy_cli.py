@@ -25,6 +25,7 @@ POS_TOL_M = 1e-5
             "must be divisible by the number of scenarios",
         ),
         (["train", "navigation", "--resume", "--out", "X"], "no checkpoint"),
+        (["train", "navigation", "--init", "nowhere", "--out", "X"], "--init: no checkpoint"),
         (["eval", "gnn"], "needs trained parameters"),
         (["eval", "nowhere"], "unknown policy 'nowhere'"),
         (["eval", "go-to-goal", "--robot", "tank"], "unknown robot 'tank'"),
@@ -56,6 +57,43 @@ def test_train_resume_and_eval_end_to_end(tmp_path, capsys):
     for key in ("success_rate", "min_separation_m", "filter_interventions", "qp_infeasible"):
         assert key in m
     assert len((ev / "episodes.jsonl").read_text().splitlines()) == 2
+    _check_warm_start(out, tmp_path)
+
+
+def _check_warm_start(source, tmp_path):
+    """``--init``: a new run on another scenario starts from ``source``'s networks, optimiser
+    and statistics (and not from its environments); another network width is refused."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from marl_robots.policies.mappo import TrainConfig, load_checkpoint, trainer_for  # noqa: PLC0415
+    from marl_robots.policies.train import WARM_FIELDS, warm_start  # noqa: PLC0415
+
+    def config(**kw):
+        return TrainConfig(**{"policy": "cbf-tuning", "robots": 2, "scenario": "antipodal",
+                              "num_envs": 2, "rollout_steps": 8, "episode_length": 20, **kw})
+
+    src_cfg = config(scenario="random")
+    src, _ = load_checkpoint(source / "checkpoint", trainer_for(src_cfg).init(0))
+    fresh = trainer_for(config()).init(5)
+    warm = warm_start(fresh, source)
+    for name in WARM_FIELDS:
+        for a, b in zip(jax.tree_util.tree_leaves(getattr(warm, name)),
+                        jax.tree_util.tree_leaves(getattr(src, name)), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    assert np.any(np.asarray(jax.tree_util.tree_leaves(src.actor["net"])[0])
+                  != np.asarray(jax.tree_util.tree_leaves(fresh.actor["net"])[0]))
+    np.testing.assert_array_equal(np.asarray(warm.key), np.asarray(fresh.key))
+    assert int(warm.update) == 0
+    with pytest.raises(ValueError, match="of shape"):
+        warm_start(trainer_for(config(hidden=16)).init(0), source)
+    out = tmp_path / "fine"
+    argv = ["train", "navigation", "--policy", "cbf-tuning", "--robots", "2", "--scenario",
+            "antipodal", "--num-envs", "2", "--rollout-steps", "8", "--episode-length", "20",
+            "--total-steps", "16", "--init", str(source), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    meta = json.loads((out / "policy" / "policy.json").read_text())
+    assert meta["training"]["init"] == str(source)
 
 
 def test_sim_with_a_policy_writes_the_sim_files(tmp_path, capsys):

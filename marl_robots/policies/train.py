@@ -8,7 +8,9 @@ Files under ``--out``:
 * ``events.out.tfevents.*`` - the same scalars for TensorBoard, when ``tensorboardX`` is
   installed;
 * ``checkpoint/`` - the whole training state (msgpack) every ``--checkpoint-every`` updates
-  and at the end; ``--resume`` continues from it bit-for-bit;
+  and at the end; ``--resume`` continues from it bit-for-bit; ``--init RUN`` starts a new
+  run (its own scenarios, envs, seed) from another run's networks, optimiser and
+  normalisation statistics (``warm_start``: fine-tuning);
 * ``policy/`` - the trained policy bundle (``params.msgpack``, ``policy.json``), what
   ``marl-robots eval`` reads;
 * ``learning_curve.png`` - reward and success against env steps.
@@ -23,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+import flax.serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from marl_robots.policies.mappo import (
@@ -80,6 +84,40 @@ def plot_curve(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+#: What a warm start takes from another run's checkpoint: the networks, the optimiser state and
+#: the observation / return statistics.  The environments, the key and the update count start
+#: afresh, from this run's configuration and seed.
+WARM_FIELDS = ("actor", "critic", "opt_state", "obs_stats", "ret_stats")
+
+
+def warm_start(ts, run: Path):
+    """``ts`` with ``WARM_FIELDS`` taken from the checkpoint of the run folder ``run``.
+
+    Raises:
+        ValueError: no checkpoint there, or its networks differ from this configuration's
+            (policy kind, width, critic, observation layout), naming the first difference.
+    """
+    ckpt = Path(run) / "checkpoint" / "state.msgpack"
+    if not ckpt.is_file():
+        raise ValueError(f"--init: no checkpoint in {Path(run) / 'checkpoint'}")
+    saved = flax.serialization.msgpack_restore(ckpt.read_bytes())
+    fields = {}
+    for name in WARM_FIELDS:
+        mine = getattr(ts, name)
+        try:
+            theirs = flax.serialization.from_state_dict(mine, saved[name], name=name)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"--init: {run} has another {name} structure ({err})") from None
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(mine),
+                                jax.tree_util.tree_leaves(theirs), strict=True):
+            if np.shape(a) != np.shape(b):
+                where = name + jax.tree_util.keystr(path)
+                raise ValueError(f"--init: {run} has {where} of shape {np.shape(b)}, this "
+                                 f"configuration needs {np.shape(a)}")
+        fields[name] = jax.tree_util.tree_map(jnp.asarray, theirs)
+    return ts._replace(**fields)
+
+
 def train(
     config: TrainConfig,
     total_steps: int,
@@ -88,8 +126,13 @@ def train(
     resume: bool = False,
     checkpoint_every: int = 10,
     quiet: bool = False,
+    init: Path | None = None,
 ) -> dict:
-    """Train, writing the files above; returns the final summary dict."""
+    """Train, writing the files above; returns the final summary dict.
+
+    ``init``: a run folder to warm-start from (``warm_start``; ignored with ``resume``, whose
+    checkpoint already carries it).
+    """
     out.mkdir(parents=True, exist_ok=True)
     trainer = trainer_for(config)
     per_update = config.num_envs * config.rollout_steps
@@ -108,6 +151,10 @@ def train(
             rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line]
             rows = [r for r in rows if r["update"] <= int(ts.update)]
         wall0 = float(meta.get("wall_time_s", 0.0))
+        init = meta.get("init")
+    elif init is not None:
+        ts = warm_start(ts, init)
+    init = str(init) if init is not None else None
     log = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     log(
         f"train {config.policy}: {config.robots} {config.robot} robots, {config.scenario}, "
@@ -155,7 +202,8 @@ def train(
                 f"reward {last['reward']:.3f}  success {last['success']:.2f}  "
                 f"collisions {last['collisions']:.0f}  ETA {eta:,.0f} s"
             )
-            save_checkpoint(ckpt, ts, config, {"seed": seed, "wall_time_s": last["wall_time_s"]})
+            save_checkpoint(ckpt, ts, config,
+                            {"seed": seed, "wall_time_s": last["wall_time_s"], "init": init})
     if tb is not None:
         tb.close()
     if rows:
@@ -172,6 +220,7 @@ def train(
         "env_steps": int(ts.update) * per_update,
         "wall_time_s": wall,
         "device": device_name(),
+        "init": init,
         "final": rows[-1] if rows else None,
     }
     save_policy(out / "policy", config.policy, ts.actor, config, {"training": summary})
