@@ -11,6 +11,8 @@ disc, so that robots parked on their goals let others through.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -144,3 +146,66 @@ def cooperative_go_to_goal(
         )
         u = saturate(u + push, v_max, xp)
     return u
+
+
+def cooperative_go_to_goal_one(
+    goal,
+    nbr,
+    obstacles,
+    safety_distance,
+    obstacle_margin,
+    gain,
+    v_max,
+    bias,
+    make_way_speed,
+    make_way_radius,
+    bias_radius=0.3,
+):
+    """``cooperative_go_to_goal`` of one robot in plain Python floats, in its own frame.
+
+    The onboard policy runs it once per control period, where NumPy's per-call overhead on
+    arrays of a few elements costs more than the arithmetic; ``tests/test_nominal.py`` pins it
+    to the array version.
+
+    Args:
+        goal: (x, y) goal relative to the robot's control point [m].
+        nbr: sensed neighbours' (x, y) relative positions [m] (masked-out slots left out).
+        obstacles: (x, y, r) of the sensed obstacles, centres relative to the robot [m].
+        safety_distance, obstacle_margin, gain, v_max, bias, make_way_speed,
+            make_way_radius, bias_radius: as ``cooperative_go_to_goal`` / ``go_to_goal``.
+
+    Returns:
+        (ux, uy) nominal control-point velocity [m/s].
+    """
+    gx, gy = float(goal[0]), float(goal[1])
+    ux, uy = gain * gx, gain * gy
+    ux, uy = _saturate_one(ux, uy, v_max)
+    if bias:
+        clear = math.inf
+        for x, y in nbr:
+            clear = min(clear, math.hypot(x, y) - safety_distance)
+        for x, y, r in obstacles:
+            clear = min(clear, math.hypot(x, y) - r - obstacle_margin)
+        dist = math.hypot(gx, gy)
+        scale = 1.0 / max(dist, 1e-9)
+        near = min(max(1.0 - clear / bias_radius, 0.0), 1.0)
+        fade = min(max(dist / 0.3, 0.0), 1.0)
+        push = bias * v_max * near * fade
+        ux, uy = _saturate_one(ux + push * gy * scale, uy - push * gx * scale, v_max)
+    if make_way_speed:
+        speed = make_way_speed * v_max
+        px = py = 0.0
+        for x, y in nbr:
+            dist = math.hypot(x, y)
+            weight = min(max(1.0 - (dist - safety_distance) / make_way_radius, 0.0), 1.0)
+            px -= weight * x / max(dist, 1e-9)
+            py -= weight * y / max(dist, 1e-9)
+        ux, uy = _saturate_one(ux + speed * px, uy + speed * py, v_max)
+    return ux, uy
+
+
+def _saturate_one(ux: float, uy: float, v_max: float) -> tuple[float, float]:
+    speed = math.hypot(ux, uy)
+    if speed > v_max:
+        ux, uy = ux * (v_max / max(speed, 1e-12)), uy * (v_max / max(speed, 1e-12))
+    return ux, uy

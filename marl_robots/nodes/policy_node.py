@@ -87,6 +87,8 @@ class PolicyNode(LifecycleNode):
         self.active = False
         self.pub = self.diag_pub = None
         self.sink = None
+        self.defer = False  # publish after the filter has answered (linked, policy_first)
+        self._pending = None
         self._subs, self._timer, self.input = [], None, None
         try:
             self.params = declare_parameters(self, PARAMS)
@@ -144,7 +146,8 @@ class PolicyNode(LifecycleNode):
 
         * ``policy_first``: on each fleet state the policy runs, then the filter filters *this*
           state's command - as the JAX simulation does; the policy's compute time is in the
-          state -> ``cmd_vel`` latency;
+          state -> ``cmd_vel`` latency, its own publication (``cmd_vel_nominal`` /
+          ``cbf_gain``) is not: it goes out after the filter's ``cmd_vel``;
         * ``filter_first``: the filter answers each state at once with the command the policy
           computed from the previous state (one period old, as with separate processes), then
           the policy runs for the next period - the lowest latency.
@@ -162,9 +165,15 @@ class PolicyNode(LifecycleNode):
                                                               POLICY_ORDERS))
         self.sink = safety_filter
         hub = self.input.hub if self.input is not None else None
-        if order == FILTER_FIRST and hub is not None:
+        if hub is None:
+            return
+        if order == FILTER_FIRST:
             hub.remove(self._on_own_state)
             hub.add(self._on_own_state)
+        else:
+            self.defer = True
+            hub.remove(self._publish_pending)
+            hub.add(self._publish_pending)  # after the filters registered so far
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start publishing."""
@@ -199,8 +208,11 @@ class PolicyNode(LifecycleNode):
             self.destroy_subscription(sub)
         self._subs = []
         if self.input is not None:
+            if self.input.hub is not None:
+                self.input.hub.remove(self._publish_pending)
             self.input.destroy()
             self.input = None
+        self._pending = None
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -260,7 +272,7 @@ class PolicyNode(LifecycleNode):
         else:
             if self.sink is not None:
                 self.sink.take_gain(float(out[0]))
-            self.pub.publish(Float64(data=float(out[0])))
+            self._publish(float(out[0]))
         self.last["published"] += 1
         self._report("ok", conv.LEVEL_OK, out)
 
@@ -268,7 +280,26 @@ class PolicyNode(LifecycleNode):
         """The nominal command: to the linked filter first, then on ``cmd_vel_nominal``."""
         if self.sink is not None:
             self.sink.take_nominal(command)
-        self.pub.publish(conv.twist_msg(command))
+        self._publish(command)
+
+    def _publish(self, output) -> None:
+        """Publish a command (``gnn``) or gain (``cbf-tuning``).
+
+        With ``defer`` (linked, ``policy_first``) it is held until the filter has answered
+        this state.
+        """
+        if self.defer:
+            self._pending = output
+        else:
+            self._send(output)
+
+    def _publish_pending(self) -> None:
+        output, self._pending = self._pending, None
+        if output is not None and self.pub is not None:
+            self._send(output)
+
+    def _send(self, output) -> None:
+        self.pub.publish(conv.twist_msg(output) if self.kind == "gnn" else Float64(data=output))
 
     def _watchdog(self) -> None:
         """Report a stale observation when no own state arrives; periodic diagnostics."""

@@ -112,6 +112,8 @@ class OnboardPolicy:
     def __init__(self, path: Path, manifest: dict, backend: str, run) -> None:
         self.path, self.manifest, self.backend = Path(path), manifest, backend
         self._run = run
+        self._residual = bool(manifest["action"].get("residual"))
+        self._v_max = np.float32(manifest["robot"]["params"]["v_max"])
 
     @property
     def kind(self) -> str:
@@ -129,9 +131,11 @@ class OnboardPolicy:
         if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
             raise ValueError(f"observation shape {obs.shape}, expected (B, {self.obs_dim})")
         out = self._run(obs)
-        if self.manifest["action"].get("residual"):
-            v = np.float32(self.manifest["robot"]["params"]["v_max"])
-            out = np.clip(go_to_goal_from_obs(self.manifest, obs) + out, -v, v)
+        if self._residual:
+            # One robot (onboard, every period): plain floats beat NumPy on a few elements.
+            base = (go_to_goal_one_from_obs(self.manifest, obs[0])[None] if len(obs) == 1
+                    else go_to_goal_from_obs(self.manifest, obs))
+            out = np.clip(base + out, -self._v_max, self._v_max)
         return out
 
 
@@ -166,6 +170,29 @@ def go_to_goal_from_obs(manifest: dict, obs: np.ndarray) -> np.ndarray:
         f32(c["make_way_radius_m"]),
         xp=np,
     ).astype(np.float32)
+
+
+def go_to_goal_one_from_obs(manifest: dict, row: np.ndarray) -> np.ndarray:
+    """``go_to_goal_from_obs`` of one observation row [dim] -> [d] (float32), in Python floats.
+
+    ``nominal.cooperative_go_to_goal_one``; 2D only, else (or on non-finite input) the array
+    version.
+    """
+    from marl_robots.controllers import nominal  # noqa: PLC0415 - NumPy only
+
+    o, c = manifest["observation"], manifest["nominal"]
+    d, k, m = o["d"], o["neighbours"], o["obstacle_slots"]
+    values = row.tolist()
+    if d != 2 or not all(map(math.isfinite, values)):
+        return go_to_goal_from_obs(manifest, row[None])[0]
+    i0 = 4 * d
+    nbr = [values[i0 + 5 * j : i0 + 5 * j + 2] for j in range(k) if values[i0 + 5 * j + 4] > 0.5]
+    i1 = i0 + 5 * k
+    obst = [values[i1 + 4 * j : i1 + 4 * j + 3] for j in range(m) if values[i1 + 4 * j + 3] > 0.5]
+    u = nominal.cooperative_go_to_goal_one(
+        values[:2], nbr, obst, c["safety_distance_m"], c["obstacle_margin_m"], c["goal_gain"],
+        c["v_max"], c["bias"], c["make_way"], c["make_way_radius_m"])
+    return np.asarray(u, np.float32)
 
 
 def _onnx_runner(path: Path, manifest: dict):
