@@ -22,7 +22,8 @@ pose_array`` publishes every pose as one ``/fleet/poses`` PoseArray instead of N
 messages.  ``--layouts filter,nodes,policy_first,filter_first`` measures, back to back in one
 run, the filter alone (the baseline), the policy in its own process, and the policy and filter
 of each robot under test in one ``swarm_host`` process (``namespaces:=<robot>``) with the
-policy linked to the filter in either order (``PolicyNode.link``), and prints one row each.
+policy linked to the filter in either order (``PolicyNode.link``), and prints one row each;
+``echo`` adds the transport floor: a bare rclpy node answering each state with a zero Twist.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ LAYOUTS = {
                     "then the filter filters that command of the same state",
     "filter_first": "one swarm_host per robot, policy linked to the filter: the filter answers "
                     "with the command of the previous state, then the policy runs",
+    "echo": "the transport floor: a bare rclpy node (same executor, QoS and raw fleet-state "
+            "subscription) answering each state with a zero cmd_vel, no filter",
 }
 
 
@@ -198,9 +201,13 @@ def run_bench(robots: int, rate_hz: float, duration_s: float, warmup_s: float,
                    for s in specs]
     else:
         started = [*specs, *policy_specs]
-    procs = [subprocess.Popen([sys.executable, "-m", s.module, *ros_arguments(s)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for s in started]
+    commands = [[sys.executable, "-m", s.module, *ros_arguments(s)] for s in started]
+    if layout == "echo":
+        commands = [[sys.executable, "-m", "marl_robots.nodes.latency_bench", "--echo",
+                     s.namespace, "--fleet-state", fleet_state] for s in specs]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+             for cmd in commands]
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("latency_bench", context=context)
@@ -340,8 +347,44 @@ def _publish(node, odom_pubs, nom_pubs, poses, nominal, fleet, sent, conv) -> No
         odom_pubs[i].publish(msgs[i])
 
 
+def echo_node(namespace: str, fleet_state: str) -> int:
+    """The ``echo`` layout's process: answer every state of ``namespace`` with a zero Twist.
+
+    The same rclpy executor, QoS and (for ``pose_array``) raw subscription as the filter node,
+    and nothing else: its latency is what transport and rclpy cost on this machine.
+    """
+    import rclpy  # noqa: PLC0415
+    from geometry_msgs.msg import PoseArray, Twist  # noqa: PLC0415
+    from nav_msgs.msg import Odometry  # noqa: PLC0415
+
+    from marl_robots.nodes.common import COMMAND_QOS, STATE_QOS, events_executor  # noqa: PLC0415
+    from marl_robots.nodes.fleet_state import FLEET_POSES_TOPIC  # noqa: PLC0415
+
+    rclpy.init()
+    node = rclpy.create_node("echo", namespace=namespace)
+    pub = node.create_publisher(Twist, "cmd_vel", COMMAND_QOS)
+    zero = Twist()
+    if fleet_state == "pose_array":
+        node.create_subscription(PoseArray, FLEET_POSES_TOPIC, lambda _: pub.publish(zero),
+                                 STATE_QOS, raw=True)
+    else:
+        node.create_subscription(Odometry, "odom", lambda _: pub.publish(zero), STATE_QOS,
+                                 raw=True)
+    executor = events_executor()
+    executor.add_node(node)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    while not stop:  # polled between spins: the executor's wait is a C call
+        executor.spin_once(timeout_sec=0.1)
+    os._exit(0)  # nothing to tear down
+
+
 def main(argv=None) -> int:
     """Run the benchmark, print a table and write the JSON record."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--echo"]:  # a process of the echo layout
+        return echo_node(argv[1], argv[3])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--robots", type=int, default=16)
     parser.add_argument("--rate-hz", type=float, default=100.0)
@@ -363,7 +406,7 @@ def main(argv=None) -> int:
     for layout in layouts:
         if layout not in LAYOUTS:
             parser.error(unknown_name("layout", layout, LAYOUTS))
-        if layout != "filter" and not args.policy:
+        if layout not in ("filter", "echo") and not args.policy:
             parser.error(f"layout {layout} needs --policy BUNDLE")
     result = {
         "benchmark": "safety_filter_node odom-in -> cmd_vel-out latency",
@@ -383,7 +426,8 @@ def main(argv=None) -> int:
     for layout in layouts:
         result["runs"][layout] = run_bench(
             args.robots, args.rate_hz, args.duration_s, args.warmup_s, args.filters,
-            policy="" if layout == "filter" else args.policy, fleet_state=args.fleet_state,
+            policy="" if layout in ("filter", "echo") else args.policy,
+            fleet_state=args.fleet_state,
             layout=layout)
     comp, worst = result["compute_only"], result["compute_only_relaxed"]
     ref, worst_ref = result["compute_only_reference"], result["compute_only_relaxed_reference"]
