@@ -60,6 +60,7 @@ class ControllerNode(Node):
     def __init__(self, fleet_hub: FleetStateHub | None = None, **node_kwargs) -> None:
         super().__init__("controller", **node_kwargs)
         self.failed = None
+        self.sink = None
         try:
             p = declare_parameters(self, PARAMS)
             self.fleet, self.index = resolve_node_fleet(p)
@@ -89,6 +90,19 @@ class ControllerNode(Node):
         else:
             self.get_logger().warning("ignoring a non-finite goal")
 
+    def link(self, safety_filter) -> None:
+        """Hand every nominal command to ``safety_filter`` (a node of this process) first.
+
+        ``swarm_host`` links each hosted robot's controller to its filter: on the shared fleet
+        state the controller runs before the filter (registration order), so the filter filters
+        the command of the same state, as the simulation does, instead of the previous period's
+        from the topic.  The command is still published on ``cmd_vel_nominal``.
+
+        Args:
+            safety_filter: an object with ``take_nominal(command)`` (``SafetyFilterNode``).
+        """
+        self.sink = safety_filter
+
     def _control(self) -> None:
         """Publish the nominal command for the newest own state."""
         state = self.state
@@ -102,6 +116,8 @@ class ControllerNode(Node):
             command = nominal_command(poses, self.index, self.goal, self.setup)
             if not np.all(np.isfinite(command)):
                 command = np.zeros(2)
+        if self.sink is not None:
+            self.sink.take_nominal(command)
         self.pub.publish(conv.twist_msg(command))
 
     def stop(self) -> None:

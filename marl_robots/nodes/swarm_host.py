@@ -99,17 +99,24 @@ def make_nodes() -> list:
         node = FACTORIES[spec.executable](hub, cli_args=cli_args, use_global_arguments=False)
         nodes.append(node)
         by_robot.setdefault(spec.namespace, {})[spec.executable] = node
-    linked = 0
+    linked = controllers = 0
     for hosted in by_robot.values():
-        # The policy precedes its filter in the specs, so on the shared fleet state it runs
-        # first and the filter filters this state's command (see PolicyNode.link).
-        if "policy_node" in hosted and "safety_filter_node" in hosted:
+        # The controller and the policy precede their filter in the specs, so on the shared
+        # fleet state they run first and the filter filters this state's command and gain
+        # (see ControllerNode.link, PolicyNode.link).
+        if "safety_filter_node" not in hosted:
+            continue
+        if "controller_node" in hosted:
+            hosted["controller_node"].link(hosted["safety_filter_node"])
+            controllers += 1
+        if "policy_node" in hosted:
             hosted["policy_node"].link(hosted["safety_filter_node"], p["policy_order"])
             linked += 1
     host.get_logger().info(
         f"hosting {len(nodes) - 1} nodes of {len(by_robot)} of {robots} robots in one process "
-        f"(fleet state: {mode}" + (f"; {linked} policies linked to their filters, "
-                                   f"{p['policy_order']})" if linked else ")"))
+        f"(fleet state: {mode}; {controllers} controllers"
+        + (f" and {linked} policies ({p['policy_order']})" if linked else "")
+        + " linked to their filters)")
     return nodes
 
 

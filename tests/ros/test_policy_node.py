@@ -249,6 +249,10 @@ def test_expansion_swaps_the_controller_for_a_gnn_policy(bundles):
 #: state's nominal command in either state gives four commands 0.86 apart (fixture bundle).
 STATES = ({0: (-0.4, 0.0, 0.0), 1: (-0.514, -0.232, -2.746)},
           {0: (-0.3, 0.12, 0.6), 1: (-0.265, 0.346, -0.659)})
+#: The same for robot_0's go-to-goal controller (the states above filter its two commands to
+#: the same value): filtered commands of the same and of the other state 1.48 apart.
+CONTROLLER_STATES = ({0: (-0.189, -0.173, 1.101), 1: (-0.279, 0.037, -2.558)},
+                     {0: (0.019, -0.241, -2.296), 1: (-0.255, -0.259, 0.24)})
 #: Published cmd_vel vs the filter run in this process on the same inputs [m/s, rad/s].
 LINK_ATOL = 1e-6
 #: cmd_vel messages compared once the pair flows.
@@ -282,7 +286,7 @@ def _nominal_at(bundle, poses) -> np.ndarray:
     return velocity_command(u, poses[0, 2], setup)
 
 
-@pytest.mark.parametrize("order", ["policy_first", "filter_first"])
+@pytest.mark.parametrize("order", ["policy_first", "filter_first", "controller"])
 def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe, bundles,
                                                                 order):
     """One ``swarm_host`` hosts robot_0's policy and filter; the prober alternates two fleet
@@ -291,7 +295,9 @@ def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe,
     filter(A, nominal(A)) or filter(B, nominal(B)); ``filter_first``: filter(A, nominal(B)) or
     filter(B, nominal(A)) - the previous state's command.  Without the in-process hand-off the
     filter sees the nominal over the topic, after it filtered (``filter_first`` values under
-    ``policy_first``); without the reordering ``filter_first`` gives the other pair."""
+    ``policy_first``); without the reordering ``filter_first`` gives the other pair.
+    ``controller``: no policy, robot_0's go-to-goal ``controller_node`` linked to its filter
+    (``ControllerNode.link``): the same state's command, as ``policy_first``."""
     from geometry_msgs.msg import PoseArray, PoseStamped
 
     from marl_robots.nodes.fleet_state import FLEET_POSES_TOPIC
@@ -302,7 +308,9 @@ def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe,
         pipeline_setup,
     )
 
-    proc = launcher.start_spec(_host_spec(bundles["gnn"], order))
+    controller = order == "controller"
+    proc = launcher.start_spec(_host_spec("" if controller else bundles["gnn"],
+                                          "policy_first" if controller else order))
     node = probe.node
     cmd, reports = [], {}
     poses_pub = node.create_publisher(PoseArray, FLEET_POSES_TOPIC, STATE_QOS)
@@ -316,7 +324,8 @@ def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe,
             reports["policy" if name.startswith("policy") else "filter"] = message
 
     node.create_subscription(DiagnosticArray, "/robot_0/diagnostics", on_diag, DIAGNOSTICS_QOS)
-    poses = [np.array([s[0], s[1]], float) for s in STATES]
+    poses = [np.array([s[0], s[1]], float) for s in (CONTROLLER_STATES if controller
+                                                        else STATES)]
     stamp = node.get_clock().now().to_msg()
     count = [0]
 
@@ -325,7 +334,7 @@ def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe,
         count[0] += 1
 
     def flowing():
-        return reports.get("policy") == "ok" and reports.get("filter") == "ok"
+        return reports.get("filter") == "ok" and (controller or reports.get("policy") == "ok")
 
     assert probe.wait_for(flowing, timeout=EXIT_TIMEOUT_S, every=tick, period=0.033), \
         f"{reports}\n{proc.log()[-2000:]}"
@@ -337,14 +346,22 @@ def test_linked_policy_hands_its_command_to_the_filter_in_order(launcher, probe,
     fleet = make_fleet(2, "antipodal")
     setup = pipeline_setup(param_defaults(SAFETY_FILTER_PARAMS) | fleet_parameters(fleet, 0)
                            | {"obstacles": []}, fleet)
-    nom = [_nominal_at(bundles["gnn"], p) for p in poses]
+    if controller:
+        from marl_robots.nodes.onboard import CONTROLLER_PARAMS, nominal_command
+
+        csetup = pipeline_setup(param_defaults(CONTROLLER_PARAMS) | fleet_parameters(fleet, 0)
+                                | {"obstacles": []}, fleet)
+        nom = [nominal_command(p, 0, np.array(GOAL0), csetup) for p in poses]
+    else:
+        nom = [_nominal_at(bundles["gnn"], p) for p in poses]
 
     def filtered(state, command):
         return filter_command(poses[state], 0, command, setup).command
 
     pairs = {"policy_first": [filtered(0, nom[0]), filtered(1, nom[1])],
              "filter_first": [filtered(0, nom[1]), filtered(1, nom[0])]}
-    other = "filter_first" if order == "policy_first" else "policy_first"
+    pairs["controller"] = pairs["policy_first"]
+    other = "policy_first" if order == "filter_first" else "filter_first"
 
     def distance(cands):  # per message: distance to the nearer of the two expected values
         return np.min([np.max(np.abs(got - c), axis=1) for c in cands], axis=0)
