@@ -272,6 +272,8 @@ def _add_learning_parsers(sub) -> None:
     tr.add_argument(
         "--team-reward", type=float, default=0.0, help="weight of the team mean reward, 0..1"
     )
+    tr.add_argument("--time-penalty", type=float, default=0.01,
+                    help="reward subtracted per robot-step away from the goal (>= 0)")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=10, help="updates")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", type=Path, required=True, help="run folder")
@@ -522,6 +524,7 @@ def _cmd_train(args) -> int:
             discount=args.discount,
             residual=args.residual,
             team_reward=args.team_reward,
+            time_penalty=args.time_penalty,
         )
         summary = train(
             config,

@@ -194,3 +194,18 @@ def test_centralised_critic_sees_the_team(centralised):
     # The actor stays decentralised either way.
     a, a_other = apply(actor, obs), apply(actor, other)
     np.testing.assert_allclose(a[0, 0], a_other[0, 0], atol=1e-6)
+
+
+def test_time_penalty_reaches_the_reward():
+    """``--time-penalty`` is the env's per-step penalty: robots away from their goal get -p."""
+    from marl_robots.sim.env import NavigationEnv  # noqa: PLC0415
+
+    config = TrainConfig(**{**SMALL, "time_penalty": 0.25})
+    env = NavigationEnv(config.env_config())
+    params = env.default_params()
+    state = env.reset(jax.random.PRNGKey(0), params)
+    nxt = jax.jit(env.step)(state, np.zeros((env.n, 2), np.float32), params)
+    np.testing.assert_allclose(np.asarray(nxt.reward["time"]), -0.25)
+    assert TrainConfig.from_json({**config.to_json()}) == config
+    legacy = {k: v for k, v in config.to_json().items() if k != "time_penalty"}
+    assert TrainConfig.from_json(legacy).time_penalty == 0.01  # runs from before the option

@@ -26,6 +26,7 @@ POS_TOL_M = 1e-5
         ),
         (["train", "navigation", "--resume", "--out", "X"], "no checkpoint"),
         (["train", "navigation", "--init", "nowhere", "--out", "X"], "--init: no checkpoint"),
+        (["train", "navigation", "--time-penalty", "nan", "--out", "X"], "time_penalty must"),
         (["eval", "gnn"], "needs trained parameters"),
         (["eval", "nowhere"], "unknown policy 'nowhere'"),
         (["eval", "go-to-goal", "--robot", "tank"], "unknown robot 'tank'"),

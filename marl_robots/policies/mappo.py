@@ -73,6 +73,8 @@ class TrainConfig:
             (0: the network commands the velocity alone).
         team_reward: weight w of the team mean in each robot's reward,
             ``(1 - w) r_i + w mean_j r_j`` (1: fully cooperative reward).
+        time_penalty: reward subtracted per step while a robot is away from its goal
+            (``EnvConfig.time_penalty``).
         normalise_obs, normalise_reward: running normalisers on/off.
         zero_grad: zero every gradient (learning must then fail; for tests only).
     """
@@ -100,6 +102,7 @@ class TrainConfig:
     critic: str = "mlp"
     residual: float = 0.0
     team_reward: float = 0.0
+    time_penalty: float = 0.01
     normalise_obs: bool = True
     normalise_reward: bool = True
     zero_grad: bool = False
@@ -107,6 +110,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.team_reward <= 1.0:
             raise ValueError(f"team_reward must lie in [0, 1], got {self.team_reward}")
+        if not (math.isfinite(self.time_penalty) and self.time_penalty >= 0.0):
+            raise ValueError(f"time_penalty must be a finite number >= 0, got {self.time_penalty}")
         if self.residual and self.policy != "gnn":
             raise ValueError("residual applies to the gnn policy only")
         if self.num_envs % len(self.scenarios):
@@ -129,7 +134,7 @@ class TrainConfig:
             arena_m=tuple(self.arena_m),
             max_obstacles=self.max_obstacles,
         )
-        return EnvConfig(task=task)
+        return EnvConfig(task=task, time_penalty=self.time_penalty)
 
     def to_json(self) -> dict:
         """A JSON-able dict, as it reads back from JSON (``from_json`` inverts it)."""

@@ -144,7 +144,8 @@ def train(
     ckpt = out / "checkpoint"
     if resume:
         ts, meta = load_checkpoint(ckpt, ts)
-        if meta["config"] != config.to_json() or meta["seed"] != seed:
+        # Compared as configs: a field added since the checkpoint reads back as its default.
+        if TrainConfig.from_json(meta["config"]) != config or meta["seed"] != seed:
             raise ValueError(f"--resume: {ckpt} was written by a different configuration or seed")
         jsonl = out / "metrics.jsonl"
         if jsonl.is_file():
