@@ -133,11 +133,26 @@ def _make_runner(env_config: EnvConfig, policy, episodes, steps):
     return jax.jit(run)
 
 
-def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, seed, gamma):
-    """Run ``episodes`` episodes of ``steps`` steps; returns per-episode NumPy arrays."""
-    compiled, compile_s = compiled_runner(env_config, policy, params, episodes, steps)
+def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, seed, gamma,
+                     reset_keys=None):
+    """Run ``episodes`` episodes of ``steps`` steps; returns per-episode NumPy arrays.
+
+    Episode e starts from ``reset(split(PRNGKey(seed), episodes)[e])``, or from
+    ``reset(reset_keys[e])`` when ``reset_keys`` [episodes, 2] is given (e.g.
+    ``PRNGKey(seed)[None]``: the layout ``nodes.fleet.fleet_from_scenario(seed=seed)`` gives
+    the ROS side; compiled anew, not cached).
+    """
+    if reset_keys is None:
+        compiled, compile_s = compiled_runner(env_config, policy, params, episodes, steps)
+        key = jax.random.PRNGKey(seed)
+    else:
+        t0 = time.perf_counter()
+        key = jnp.asarray(reset_keys).reshape(episodes, -1)
+        compiled = _make_runner(env_config, policy, episodes, steps).lower(
+            params, key, jnp.float32(1.0)).compile()
+        compile_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    out = jax.device_get(compiled(params, jax.random.PRNGKey(seed), jnp.float32(gamma)))
+    out = jax.device_get(compiled(params, key, jnp.float32(gamma)))
     t2 = time.perf_counter()
     timing = {"compile_time_s": compile_s, "run_s": t2 - t1}
     return {k: np.asarray(v) for k, v in out.items()}, timing
@@ -152,14 +167,20 @@ def evaluate(
     steps: int = 2000,
     seed: int = 0,
     gamma: float = DEFAULT_GAMMA,
+    reset_keys=None,
 ):
-    """Evaluate ``source`` (policy folder or registered name); returns ``(summary, rows)``."""
+    """Evaluate ``source`` (policy folder or registered name); returns ``(summary, rows)``.
+
+    ``reset_keys``: see ``rollout_episodes``.  Each row also carries ``reached_rate``, the
+    fraction of robots that ever reached their goal.
+    """
     from marl_robots.sim.tasks.navigation import NavigationConfig  # noqa: PLC0415
 
     env_config = EnvConfig(task=NavigationConfig(robots=robots, scenario=scenario, robot=robot))
     base = NavigationEnv(env_config)
     policy, params, meta = resolve_policy(source, base, base.default_params(gamma))
-    agg, timing = rollout_episodes(env_config, policy, params, episodes, steps, seed, gamma)
+    agg, timing = rollout_episodes(env_config, policy, params, episodes, steps, seed, gamma,
+                                   reset_keys)
     dt = env_config.task.dt_s
     rows = []
     for e in range(episodes):
@@ -170,6 +191,7 @@ def evaluate(
             {
                 "episode": e,
                 "success_rate": float(agg["success_rate"][e]),
+                "reached_rate": float((reached >= 0).mean()),
                 "mean_time_to_goal_s": float(times.mean()) if times.size else None,
                 "collisions": int(agg["collisions"][e]),
                 "obstacle_contacts": int(agg["obstacle_contacts"][e]),
