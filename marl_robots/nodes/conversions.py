@@ -232,6 +232,21 @@ def twist_msg(command) -> Twist:
     return msg
 
 
+#: CDR encapsulation of a little-endian classic-CDR message (what rclpy serialises here).
+_CDR_LE = b"\x00\x01\x00\x00"
+_TWIST = struct.Struct("<6d")
+
+
+def twist_cdr(command) -> bytes:
+    """``twist_msg(command)`` serialised (classic CDR, little endian), for ``publish(bytes)``.
+
+    A ``Twist`` is six doubles after the 4-byte encapsulation header; publishing the bytes
+    skips building the message object and rclpy's serialisation on the filter's per-period
+    path.  ``tests/ros/test_fleet_state.py`` pins it to ``serialize_message(twist_msg(...))``.
+    """
+    return _CDR_LE + _TWIST.pack(float(command[0]), 0.0, 0.0, 0.0, 0.0, float(command[1]))
+
+
 def goal_from_pose(msg: PoseStamped) -> np.ndarray:
     """Goal (x, y) [m] of a ``PoseStamped`` (orientation ignored: goals are points)."""
     return np.array([msg.pose.position.x, msg.pose.position.y], dtype=float)

@@ -305,7 +305,7 @@ class SafetyFilterNode(LifecycleNode):
     def _publish(self, command, reason: str, level: int, status: int, slack: float) -> None:
         if self.cmd_pub is None:
             return
-        self.cmd_pub.publish(conv.twist_msg(command))
+        self.cmd_pub.publish(conv.twist_cdr(command))
         self.counts["commands"] += 1
         if status < 0 or status >= FilterStatus.INFEASIBLE:
             self.counts["fallbacks"] += 1
