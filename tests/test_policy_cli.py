@@ -88,10 +88,12 @@ def _check_warm_start(source, tmp_path):
     assert int(warm.update) == 0
     with pytest.raises(ValueError, match="of shape"):
         warm_start(trainer_for(config(hidden=16)).init(0), source)
+    # Through the CLI (the source's configuration, so the compiled program is reused).
     out = tmp_path / "fine"
     argv = ["train", "navigation", "--policy", "cbf-tuning", "--robots", "2", "--scenario",
-            "antipodal", "--num-envs", "2", "--rollout-steps", "8", "--episode-length", "20",
-            "--total-steps", "16", "--init", str(source), "--out", str(out), "--quiet"]
+            "random", "--num-envs", "2", "--rollout-steps", "8", "--episode-length", "20",
+            "--checkpoint-every", "1", "--total-steps", "16", "--seed", "5", "--init",
+            str(source), "--out", str(out), "--quiet"]
     assert main(argv) == 0
     meta = json.loads((out / "policy" / "policy.json").read_text())
     assert meta["training"]["init"] == str(source)
