@@ -97,6 +97,12 @@ def _check_warm_start(source, tmp_path):
     assert main(argv) == 0
     meta = json.loads((out / "policy" / "policy.json").read_text())
     assert meta["training"]["init"] == str(source)
+    broken = tmp_path / "broken"
+    (broken / "checkpoint").mkdir(parents=True)
+    state = (source / "checkpoint" / "state.msgpack").read_bytes()
+    (broken / "checkpoint" / "state.msgpack").write_bytes(state[: len(state) // 2])
+    with pytest.raises(ValueError, match="cannot read"):
+        warm_start(fresh, broken)
 
 
 def test_sim_with_a_policy_writes_the_sim_files(tmp_path, capsys):

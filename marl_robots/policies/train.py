@@ -100,7 +100,10 @@ def warm_start(ts, run: Path):
     ckpt = Path(run) / "checkpoint" / "state.msgpack"
     if not ckpt.is_file():
         raise ValueError(f"--init: no checkpoint in {Path(run) / 'checkpoint'}")
-    saved = flax.serialization.msgpack_restore(ckpt.read_bytes())
+    try:
+        saved = flax.serialization.msgpack_restore(ckpt.read_bytes())
+    except Exception as err:  # msgpack raises several kinds on a truncated or garbled file
+        raise ValueError(f"--init: cannot read {ckpt} ({type(err).__name__})") from None
     fields = {}
     for name in WARM_FIELDS:
         mine = getattr(ts, name)
