@@ -9,6 +9,7 @@ run recorded.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
@@ -123,15 +124,23 @@ def _run_stack(tmp_dir) -> StackRun:
 
 
 def _braked_since(run: StackRun, i: int):
-    """(first zero command of the final all-zero streak, first stale report) after the kill."""
+    """(first zero command of the final all-zero streak, the state age [s] the first stale
+    report after the kill gives) - or None.
+
+    The report is judged by the age it states, not by when it reached the probe: diagnostics
+    are a reliable stream, and a datagram lost on a loaded machine holds the samples behind
+    it until the repair (once seen: every report 1 s late while the zero commands came on
+    time).
+    """
     after = [c for c in run.cmds[i] if c[0] >= run.t_kill]
-    stale = [t for t, msg in run.diags[i] if t >= run.t_kill and msg.startswith("stale state")]
+    stale = [msg for t, msg in run.diags[i] if t >= run.t_kill and msg.startswith("stale state")]
     if not after or not stale or after[-1][1:] != (0.0, 0.0):
         return None
     k = len(after)
     while k > 0 and after[k - 1][1:] == (0.0, 0.0):
         k -= 1
-    return after[k][0], stale[0]
+    age = re.search(r"([0-9.]+) s old", stale[0])
+    return after[k][0], float(age.group(1)) if age else math.inf
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +169,9 @@ def test_stopping_the_simulator_makes_every_filter_brake_for_stale_state(stack):
                    if t >= stack.t_kill]
         seen = f"robot_{i}: commands after the kill {cmds[:8]}, reports {reports[:4]}"
         assert braked is not None, f"no zero command with 'stale state' reported; {seen}"
-        t_zero, t_stale = braked
+        t_zero, stale_age = braked
         assert t_zero - stack.t_kill <= 2 * STATE_TIMEOUT_S, seen
-        assert t_stale - stack.t_kill <= 2 * STATE_TIMEOUT_S, seen
+        assert STATE_TIMEOUT_S <= stale_age <= 2 * STATE_TIMEOUT_S, seen  # printed to 0.01 s
 
 
 def test_sigint_stops_every_process_with_exit_code_zero(stack):
