@@ -48,18 +48,22 @@ def resolve_policy(source: str, env, env_params):
 _RUNNERS: dict = {}
 
 
-def compiled_runner(env_config: EnvConfig, policy, params, episodes: int, steps: int):
+def compiled_runner(env_config: EnvConfig, policy, params, episodes: int, steps: int,
+                    key_shape: tuple[int, ...] = (2,)):
     """``(compiled (params, key, gamma) -> aggregates, compile seconds or 0 if cached)``.
 
-    Compiled once per (env config, policy kind, episodes, steps): the gain is an argument, so
-    a gain sweep reuses one program.
+    Compiled once per (env config, policy kind, episodes, steps, key shape): the gain is an
+    argument, so a gain sweep reuses one program.  ``key_shape`` (2,) takes one key that the
+    episodes split; (episodes, 2) one reset key per episode (see ``rollout_episodes``).
     """
-    cache_key = (env_config, getattr(policy, "name", type(policy).__name__), episodes, steps)
+    cache_key = (env_config, getattr(policy, "name", type(policy).__name__), episodes, steps,
+                 tuple(key_shape))
     if cache_key in _RUNNERS:
         return _RUNNERS[cache_key], 0.0
     t0 = time.perf_counter()
     run = _make_runner(env_config, policy, episodes, steps)
-    compiled = run.lower(params, jax.random.PRNGKey(0), jnp.float32(1.0)).compile()
+    key = jnp.zeros(key_shape, jax.random.PRNGKey(0).dtype)
+    compiled = run.lower(params, key, jnp.float32(1.0)).compile()
     _RUNNERS[cache_key] = compiled
     return compiled, time.perf_counter() - t0
 
@@ -140,17 +144,11 @@ def rollout_episodes(env_config: EnvConfig, policy, params, episodes, steps, see
     Episode e starts from ``reset(split(PRNGKey(seed), episodes)[e])``, or from
     ``reset(reset_keys[e])`` when ``reset_keys`` [episodes, 2] is given (e.g.
     ``PRNGKey(seed)[None]``: the layout ``nodes.fleet.fleet_from_scenario(seed=seed)`` gives
-    the ROS side; compiled anew, not cached).
+    the ROS side).
     """
-    if reset_keys is None:
-        compiled, compile_s = compiled_runner(env_config, policy, params, episodes, steps)
-        key = jax.random.PRNGKey(seed)
-    else:
-        t0 = time.perf_counter()
-        key = jnp.asarray(reset_keys).reshape(episodes, -1)
-        compiled = _make_runner(env_config, policy, episodes, steps).lower(
-            params, key, jnp.float32(1.0)).compile()
-        compile_s = time.perf_counter() - t0
+    key = (jax.random.PRNGKey(seed) if reset_keys is None
+           else jnp.asarray(reset_keys).reshape(episodes, -1))
+    compiled, compile_s = compiled_runner(env_config, policy, params, episodes, steps, key.shape)
     t1 = time.perf_counter()
     out = jax.device_get(compiled(params, key, jnp.float32(gamma)))
     t2 = time.perf_counter()
